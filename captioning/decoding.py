@@ -1,0 +1,178 @@
+"""Caption decoding: greedy and beam search over an incremental NumPy decoder.
+
+The trained Keras model reads whole captions.  To generate one word at a time
+without re-running the LSTM over the prefix, :class:`StepDecoder` copies the
+model's weights into NumPy and carries the LSTM state from word to word:
+
+    image features --(once)--> image projection p
+    word, (h, c)  --LSTM cell--> h', c';  p + h' -> Dense -> softmax -> next word
+
+Each word costs one LSTM step; beam search runs all beams of a step as one batch.
+:func:`naive_greedy` is the textbook decoder (``model.predict`` on the padded
+prefix for every word), kept as the reference the step decoder must match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from .model import IMAGE_PROJECTION, LSTM, MERGE_DENSE, WORD_EMBEDDING, WORD_PROBS
+from .vocab import Vocabulary
+
+
+@dataclass
+class Hypothesis:
+    """One decoded caption: word ids (without start/end) and each word's log-probability."""
+
+    ids: list[int]
+    word_logprobs: list[float]  # one per id, plus the end token's when it finished
+    finished: bool
+
+    @property
+    def logprob(self) -> float:
+        return float(sum(self.word_logprobs))
+
+    def score(self, length_penalty: float) -> float:
+        """Log-probability normalised by length**alpha (alpha 0: raw sum, 1: mean per word)."""
+        return self.logprob / max(1, len(self.word_logprobs)) ** length_penalty
+
+
+def _sigmoid(x):
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # stable, no overflow warnings
+
+
+def _log_softmax(logits):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class StepDecoder:
+    """NumPy re-implementation of the merge decoder, one word per call."""
+
+    def __init__(self, model: keras.Model, vocab: Vocabulary):
+        def weights(name):
+            return [w.astype(np.float32) for w in model.get_layer(name).get_weights()]
+
+        self.vocab = vocab
+        self.image_kernel, self.image_bias = weights(IMAGE_PROJECTION)
+        (embeddings,) = weights(WORD_EMBEDDING)
+        lstm_kernel, self.lstm_recurrent, self.lstm_bias = weights(LSTM)
+        # Embedding lookup followed by the LSTM's input kernel, folded into one table.
+        self.input_gates = embeddings @ lstm_kernel  # (vocab, 4 * units)
+        self.merge_kernel, self.merge_bias = weights(MERGE_DENSE)
+        self.out_kernel, self.out_bias = weights(WORD_PROBS)
+        self.units = self.lstm_recurrent.shape[0]
+        # Words the decoder never emits: padding, start and unknown.
+        self.banned = np.array([vocab.pad_id, vocab.start_id, vocab.unk_id])
+
+    def project_image(self, features: np.ndarray) -> np.ndarray:
+        """(n, feature_dim) -> (n, units), computed once per image."""
+        return np.maximum(features.astype(np.float32) @ self.image_kernel + self.image_bias, 0.0)
+
+    def initial_state(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        zeros = np.zeros((n, self.units), dtype=np.float32)
+        return zeros, zeros.copy()
+
+    def step(self, word_ids: np.ndarray, state, image_projection: np.ndarray):
+        """Feed one word per row; return (next-word log-probabilities (n, vocab), new state)."""
+        h, c = state
+        z = self.input_gates[word_ids] + h @ self.lstm_recurrent + self.lstm_bias
+        u = self.units
+        i, f = _sigmoid(z[:, :u]), _sigmoid(z[:, u:2 * u])
+        g, o = np.tanh(z[:, 2 * u:3 * u]), _sigmoid(z[:, 3 * u:])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        merged = np.maximum((image_projection + h) @ self.merge_kernel + self.merge_bias, 0.0)
+        logprobs = _log_softmax(merged @ self.out_kernel + self.out_bias)
+        logprobs[:, self.banned] = -np.inf
+        return logprobs, (h, c)
+
+    def greedy(self, features: np.ndarray, max_length: int) -> list[Hypothesis]:
+        """Most likely word at each step, for a batch of images (n, feature_dim)."""
+        n = len(features)
+        projection = self.project_image(features)
+        state = self.initial_state(n)
+        words = np.full(n, self.vocab.start_id)
+        hyps = [Hypothesis([], [], False) for _ in range(n)]
+        for _ in range(max_length):
+            logprobs, state = self.step(words, state, projection)
+            words = logprobs.argmax(axis=1)
+            for row, hyp in enumerate(hyps):
+                if hyp.finished:
+                    continue
+                hyp.word_logprobs.append(float(logprobs[row, words[row]]))
+                if words[row] == self.vocab.end_id:
+                    hyp.finished = True
+                else:
+                    hyp.ids.append(int(words[row]))
+            if all(h.finished for h in hyps):
+                break
+        return hyps
+
+    def beam_search(self, features: np.ndarray, beam_width: int, max_length: int,
+                    length_penalty: float = 0.7, n_best: int | None = None) -> list[Hypothesis]:
+        """The ``n_best`` (default ``beam_width``) captions of one image (feature_dim,),
+        best first by length-normalised log-probability."""
+        n_best = n_best or beam_width
+        projection = self.project_image(features.reshape(1, -1))
+        state = self.initial_state(1)
+        alive = [Hypothesis([], [], False)]
+        last_words = np.array([self.vocab.start_id])
+        finished: list[Hypothesis] = []
+        for _ in range(max_length):
+            logprobs, (h, c) = self.step(last_words, state, np.repeat(projection, len(alive), axis=0))
+            totals = np.array([hyp.logprob for hyp in alive])[:, None] + logprobs
+            # Best 2k continuations: enough that k stay alive after some end here.
+            flat = np.argsort(-totals, axis=None, kind="stable")[:2 * beam_width]
+            next_alive, rows = [], []
+            for index in flat:
+                row, word = divmod(int(index), logprobs.shape[1])
+                if not np.isfinite(totals[row, word]):
+                    break
+                parent = alive[row]
+                lp = parent.word_logprobs + [float(logprobs[row, word])]
+                if word == self.vocab.end_id:
+                    finished.append(Hypothesis(parent.ids, lp, True))
+                elif len(next_alive) < beam_width:
+                    next_alive.append(Hypothesis(parent.ids + [word], lp, False))
+                    rows.append(row)
+            if len(finished) >= n_best or not next_alive:
+                break
+            alive, last_words = next_alive, np.array([hyp.ids[-1] for hyp in next_alive])
+            state = (h[rows], c[rows])
+        else:
+            finished.extend(alive)  # out of length: keep what we have
+        if not finished:
+            finished = alive
+        finished.sort(key=lambda hyp: -hyp.score(length_penalty))
+        return finished[:n_best]
+
+
+def naive_greedy(model: keras.Model, features: np.ndarray, vocab: Vocabulary, max_length: int) -> list[list[int]]:
+    """Textbook decoder: ``model.predict`` on the whole padded prefix for every word.
+
+    Slow (the LSTM re-reads the prefix each step); kept as a reference for tests
+    and the benchmark.
+    """
+    n = len(features)
+    tokens = np.zeros((n, max_length + 1), dtype=np.int32)
+    tokens[:, 0] = vocab.start_id
+    done = np.zeros(n, dtype=bool)
+    outputs: list[list[int]] = [[] for _ in range(n)]
+    banned = [vocab.pad_id, vocab.start_id, vocab.unk_id]
+    for t in range(max_length):
+        probs = model.predict({"image_features": features, "caption_in": tokens[:, :t + 1]}, verbose=0)[:, t]
+        probs[:, banned] = -1.0
+        words = probs.argmax(axis=1)
+        tokens[:, t + 1] = words
+        for row in np.flatnonzero(~done):
+            if words[row] == vocab.end_id:
+                done[row] = True
+            else:
+                outputs[row].append(int(words[row]))
+        if done.all():
+            break
+    return outputs

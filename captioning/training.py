@@ -1,0 +1,114 @@
+"""Fitting a decoder: Adam, validation every epoch, early stopping on validation
+loss, the best weights kept, and a checkpoint after every epoch so that a killed
+run resumes where it stopped.
+
+Checkpoint folder layout (all written atomically):
+    last.keras   model + optimizer state after the latest finished epoch
+    best.weights.h5   weights with the lowest validation loss so far
+    state.json   epoch count, best validation loss, epochs without improvement, history
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .data import CaptionBatches
+from .model import DecoderConfig, build_decoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    clipnorm: float = 5.0
+    patience: int = 2  # epochs without validation improvement before stopping
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compile_decoder(model: keras.Model, settings: TrainSettings) -> keras.Model:
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clipnorm),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        weighted_metrics=[],
+    )
+    return model
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _save_atomic(save, path: Path) -> None:
+    tmp = path.with_name("tmp-" + path.name)
+    save(str(tmp))
+    os.replace(tmp, path)
+
+
+def fit_decoder(
+    config: DecoderConfig,
+    train: CaptionBatches,
+    dev: CaptionBatches,
+    settings: TrainSettings,
+    checkpoint_dir: str | Path,
+    embedding_matrix: np.ndarray | None = None,
+) -> tuple[keras.Model, dict]:
+    """Train (or resume) and return the model holding its best weights, with the history:
+    ``{"loss": [...], "val_loss": [...], "epoch_seconds": [...], "best_epoch": n, "stopped_early": bool}``."""
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    last, best, state_file = checkpoint_dir / "last.keras", checkpoint_dir / "best.weights.h5", checkpoint_dir / "state.json"
+    keras.utils.set_random_seed(settings.seed)
+
+    if state_file.is_file() and last.is_file():
+        state = json.loads(state_file.read_text())
+        model = keras.saving.load_model(last, safe_mode=True)
+        log.info("resuming after epoch %d (best validation loss %.4f)", state["epoch"], state["best_val_loss"])
+    else:
+        state = {"epoch": 0, "best_val_loss": float("inf"), "best_epoch": 0, "wait": 0,
+                 "history": {"loss": [], "val_loss": [], "epoch_seconds": []}}
+        model = compile_decoder(build_decoder(config, embedding_matrix), settings)
+
+    history = state["history"]
+    train_data, dev_data = train.dataset(), dev.dataset()
+    stopped_early = state["wait"] >= settings.patience
+    while state["epoch"] < settings.epochs and not stopped_early:
+        epoch = state["epoch"]
+        started = time.perf_counter()
+        result = model.fit(train_data, validation_data=dev_data, epochs=epoch + 1,
+                           initial_epoch=epoch, shuffle=False, verbose=0)
+        seconds = time.perf_counter() - started
+        loss, val_loss = result.history["loss"][-1], result.history["val_loss"][-1]
+        history["loss"].append(float(loss))
+        history["val_loss"].append(float(val_loss))
+        history["epoch_seconds"].append(round(seconds, 2))
+        improved = val_loss < state["best_val_loss"]
+        log.info("epoch %d: loss %.4f, val_loss %.4f, %.1f s%s", epoch + 1, loss, val_loss, seconds,
+                 " (best)" if improved else "")
+        if improved:
+            _save_atomic(model.save_weights, best)
+            state.update(best_val_loss=float(val_loss), best_epoch=epoch + 1, wait=0)
+        else:
+            state["wait"] += 1
+        state["epoch"] = epoch + 1
+        _save_atomic(model.save, last)
+        _write_json(state_file, state)
+        stopped_early = state["wait"] >= settings.patience
+
+    model.load_weights(best)
+    return model, {**history, "best_epoch": state["best_epoch"], "stopped_early": stopped_early}

@@ -1,0 +1,1 @@
+"""Command-line entry points: extract features, train, evaluate, benchmark, publish."""

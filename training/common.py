@@ -1,0 +1,59 @@
+"""Argument and logging helpers shared by the training entry points."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from captioning.corpus import Corpus, load_corpus
+from captioning.encoders import DEFAULT_ENCODER, ENCODERS, ImageEncoder
+from captioning.features import default_cache_path, extract_features
+
+DEFAULT_DATA = "../shared/data/flickr8k"
+
+
+def quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def setup_logging(log_file: Path | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        handlers=handlers, force=True)
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", default=DEFAULT_DATA,
+                       help="Flickr8k folder holding Flicker8k_Dataset/ and Flickr8k_text/ (default: %(default)s)")
+    group.add_argument("--captions", help="captions file instead of Flickr8k.token.txt: '<image>#<n><TAB>caption' "
+                                          "lines, or a CSV with image,caption columns")
+    group.add_argument("--images", help="image folder instead of <data>/Flicker8k_Dataset")
+    group.add_argument("--split-files", nargs=3, metavar=("TRAIN", "DEV", "TEST"),
+                       help="image lists for the three splits (default: Flickr8k's, or 80/10/10 by name)")
+    group.add_argument("--encoder", default=DEFAULT_ENCODER, choices=sorted(ENCODERS),
+                       help="image encoder (default: %(default)s; the others download ImageNet weights)")
+    group.add_argument("--cache-dir", default="cache", help="where image features are cached (default: %(default)s)")
+
+
+def corpus_from_args(args) -> Corpus:
+    splits = dict(zip(("train", "dev", "test"), args.split_files)) if args.split_files else None
+    return load_corpus(args.data, captions_file=args.captions, image_dir=args.images, split_files=splits)
+
+
+def features_for(corpus: Corpus, encoder: ImageEncoder, cache_dir: str | Path, images: list[str],
+                 ) -> tuple[np.ndarray, dict[str, int]]:
+    """(features matrix, image name -> row), extracting and caching what is missing."""
+    features = extract_features(encoder, corpus.image_dir, images,
+                                cache_path=default_cache_path(cache_dir, encoder.name))
+    index = {name: row for row, name in enumerate(features)}
+    return np.stack(list(features.values())), index
