@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,9 +67,38 @@ def _read_json(path: Path, required: bool = True):
 
 def _decoder_config(config: dict, path: Path) -> DecoderConfig:
     try:
-        return DecoderConfig(**config["decoder"])
+        decoder = DecoderConfig(**config["decoder"])
     except (KeyError, TypeError) as exc:
         raise BundleError(f"{path}: 'decoder' section is missing or malformed ({exc})") from None
+    for key in ("vocab_size", "feature_dim", "embedding_dim", "units"):
+        value = getattr(decoder, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise BundleError(f"{path}: decoder.{key} must be a positive integer, not {value!r}")
+    if not isinstance(decoder.dropout, (int, float)) or not 0 <= decoder.dropout < 1:
+        raise BundleError(f"{path}: decoder.dropout must be a number in [0, 1), not {decoder.dropout!r}")
+    if not isinstance(decoder.embedding_trainable, bool):
+        raise BundleError(f"{path}: decoder.embedding_trainable must be true or false")
+    return decoder
+
+
+def _check_weight_shapes(weights_path: Path, model: keras.Model) -> None:
+    """Compare the file's weight shapes with the decoder built from config.json, to name the mismatch."""
+    import h5py
+
+    shapes: list[tuple] = []
+    try:
+        with h5py.File(weights_path, "r") as f:
+            if "layers" not in f:
+                raise BundleError(f"{weights_path}: not a Keras weights file (no 'layers' group)")
+            f["layers"].visititems(lambda _, obj: shapes.append(obj.shape) if isinstance(obj, h5py.Dataset) else None)
+    except OSError as exc:
+        raise BundleError(f"{weights_path}: unreadable, truncated or not HDF5 ({exc})") from None
+    expected = Counter(tuple(w.shape) for w in model.weights)
+    found = Counter(tuple(s) for s in shapes)
+    if expected != found:
+        extra, missing = sorted((found - expected).elements()), sorted((expected - found).elements())
+        raise BundleError(f"{weights_path}: weight shapes do not match {CONFIG_FILE}: the file has "
+                          f"{extra or 'nothing'} where the decoder it describes needs {missing or 'nothing'}")
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -105,11 +135,13 @@ def load_bundle(path: str | Path) -> Bundle:
     if not weights_path.is_file():
         raise BundleError(f"{weights_path}: file is missing")
     model = build_decoder(decoder_config)
+    _check_weight_shapes(weights_path, model)
     try:
         model.load_weights(weights_path)
     except (OSError, ValueError, KeyError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]  # Keras appends tensor dumps
         raise BundleError(f"{weights_path}: cannot be loaded into the decoder described by {CONFIG_FILE} "
-                          f"(truncated, corrupt, or sizes that do not match): {exc}") from None
+                          f"(truncated, corrupt, or sizes that do not match): {reason}") from None
     return Bundle(path, config, vocab, model,
                   metrics=_read_json(path / METRICS_FILE, required=False),
                   history=_read_json(path / HISTORY_FILE, required=False))
@@ -146,7 +178,10 @@ def save_bundle(path: str | Path, model: keras.Model, vocab: Vocabulary, config:
     config = {"format_version": FORMAT_VERSION, **config}
     write_json(path / CONFIG_FILE, config)
     vocab.to_json(path / VOCAB_FILE)
-    model.save_weights(path / WEIGHTS_FILE)
+    # A fresh, uncompiled copy: the file then holds the decoder's weights only, no optimizer state.
+    inference_model = build_decoder(DecoderConfig(**config["decoder"]))
+    inference_model.set_weights(model.get_weights())
+    inference_model.save_weights(path / WEIGHTS_FILE)
     if history:
         write_json(path / HISTORY_FILE, history)
         plot_loss_curve(history, path / LOSS_CURVE_FILE, config.get("name", path.name))

@@ -49,6 +49,20 @@ def _log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def _top_indices(scores: np.ndarray, m: int) -> np.ndarray:
+    """Flat indices of the ``m`` largest ``scores``, best first, ties in index order.
+
+    The same as ``np.argsort(-scores, axis=None, kind="stable")[:m]`` without sorting
+    the whole (beams, vocab) matrix: partition first, then sort the few that can win.
+    """
+    flat = scores.ravel()
+    if flat.size > 4 * m:
+        threshold = np.partition(flat, flat.size - m)[flat.size - m]  # the m-th largest
+        candidates = np.flatnonzero(flat >= threshold)  # index order; keeps every tie at the threshold
+        return candidates[np.argsort(-flat[candidates], kind="stable")][:m]
+    return np.argsort(-flat, kind="stable")[:m]
+
+
 class StepDecoder:
     """NumPy re-implementation of the merge decoder, one word per call."""
 
@@ -97,8 +111,10 @@ class StepDecoder:
         state = self.initial_state(n)
         words = np.full(n, self.vocab.start_id)
         hyps = [Hypothesis([], [], False) for _ in range(n)]
-        for _ in range(max_length):
+        for t in range(max_length):
             logprobs, state = self.step(words, state, projection)
+            if t == 0:
+                logprobs[:, self.vocab.end_id] = -np.inf  # a caption has at least one word
             words = logprobs.argmax(axis=1)
             for row, hyp in enumerate(hyps):
                 if hyp.finished:
@@ -122,24 +138,30 @@ class StepDecoder:
         alive = [Hypothesis([], [], False)]
         last_words = np.array([self.vocab.start_id])
         finished: list[Hypothesis] = []
-        for _ in range(max_length):
+        for t in range(max_length):
             logprobs, (h, c) = self.step(last_words, state, np.repeat(projection, len(alive), axis=0))
+            if t == 0:
+                logprobs[:, self.vocab.end_id] = -np.inf  # a caption has at least one word
             totals = np.array([hyp.logprob for hyp in alive])[:, None] + logprobs
-            # Best 2k continuations: enough that k stay alive after some end here.
-            flat = np.argsort(-totals, axis=None, kind="stable")[:2 * beam_width]
+            # Best 2k continuations: enough that k stay alive after some end here.  An <end>
+            # finishes a caption only if it ranks among the best k (as in fairseq and
+            # Hugging Face), so a width-1 beam is exactly greedy decoding.
             next_alive, rows = [], []
-            for index in flat:
+            for rank, index in enumerate(_top_indices(totals, 2 * beam_width)):
                 row, word = divmod(int(index), logprobs.shape[1])
                 if not np.isfinite(totals[row, word]):
                     break
                 parent = alive[row]
                 lp = parent.word_logprobs + [float(logprobs[row, word])]
                 if word == self.vocab.end_id:
-                    finished.append(Hypothesis(parent.ids, lp, True))
+                    if rank < beam_width:
+                        finished.append(Hypothesis(parent.ids, lp, True))
                 elif len(next_alive) < beam_width:
                     next_alive.append(Hypothesis(parent.ids + [word], lp, False))
                     rows.append(row)
-            if len(finished) >= n_best or not next_alive:
+            # Stop once the beam has finished k captions, however many the caller wants back,
+            # so n_best=1 returns the same best caption as the full n-best list.
+            if len(finished) >= max(beam_width, n_best) or not next_alive:
                 break
             alive, last_words = next_alive, np.array([hyp.ids[-1] for hyp in next_alive])
             state = (h[rows], c[rows])
@@ -166,6 +188,8 @@ def naive_greedy(model: keras.Model, features: np.ndarray, vocab: Vocabulary, ma
     for t in range(max_length):
         probs = model.predict({"image_features": features, "caption_in": tokens[:, :t + 1]}, verbose=0)[:, t]
         probs[:, banned] = -1.0
+        if t == 0:
+            probs[:, vocab.end_id] = -1.0  # a caption has at least one word
         words = probs.argmax(axis=1)
         tokens[:, t + 1] = words
         for row in np.flatnonzero(~done):

@@ -1,15 +1,19 @@
-"""Fitting a decoder: Adam, validation every epoch, early stopping on validation
-loss, the best weights kept, and a checkpoint after every epoch so that a killed
+"""Fitting a decoder: Adam, validation every epoch; on a plateau, back to the best
+weights with a smaller learning rate; early stopping on validation loss, the best
+weights kept, and a checkpoint after every epoch so that a killed
 run resumes where it stopped.
 
 Checkpoint folder layout (all written atomically):
     last.keras   model + optimizer state after the latest finished epoch
     best.weights.h5   weights with the lowest validation loss so far
     state.json   epoch count, best validation loss, epochs without improvement, history
+                 and what the run trains (decoder sizes, training data): a checkpoint of another
+                 model or data set is not resumed
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -32,7 +36,9 @@ class TrainSettings:
     batch_size: int = 64
     learning_rate: float = 1e-3
     clipnorm: float = 5.0
-    patience: int = 2  # epochs without validation improvement before stopping
+    patience: int = 3  # epochs in a row without validation improvement before stopping
+    lr_decay: float = 0.2  # after an epoch without improvement: back to the best weights, learning rate x this
+    min_learning_rate: float = 1e-5
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -60,6 +66,14 @@ def _save_atomic(save, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _run_identity(config: DecoderConfig, train: CaptionBatches) -> dict:
+    """What a checkpoint must match to be resumed: the decoder's sizes and the training captions."""
+    digest = hashlib.sha256(np.ascontiguousarray(train.rows, dtype=np.int64).tobytes())
+    for sequence in train.sequences:
+        digest.update(np.asarray([len(sequence), *sequence], dtype=np.int64).tobytes())
+    return {"decoder": config.to_dict(), "train_data": digest.hexdigest()[:16]}
+
+
 def fit_decoder(
     config: DecoderConfig,
     train: CaptionBatches,
@@ -75,20 +89,29 @@ def fit_decoder(
     last, best, state_file = checkpoint_dir / "last.keras", checkpoint_dir / "best.weights.h5", checkpoint_dir / "state.json"
     keras.utils.set_random_seed(settings.seed)
 
-    if state_file.is_file() and last.is_file():
-        state = json.loads(state_file.read_text())
+    identity = _run_identity(config, train)
+    state = json.loads(state_file.read_text()) if state_file.is_file() and last.is_file() else None
+    if state is not None and state.get("run", identity) != identity:  # checkpoints without "run" predate the check
+        log.warning("%s holds a checkpoint of a different model or training data; starting afresh", checkpoint_dir)
+        state = None
+    if state is not None:
         model = keras.saving.load_model(last, safe_mode=True)
         log.info("resuming after epoch %d (best validation loss %.4f)", state["epoch"], state["best_val_loss"])
     else:
         state = {"epoch": 0, "best_val_loss": float("inf"), "best_epoch": 0, "wait": 0,
-                 "history": {"loss": [], "val_loss": [], "epoch_seconds": []}}
+                 "learning_rate": settings.learning_rate,
+                 "history": {"loss": [], "val_loss": [], "epoch_seconds": [], "learning_rate": []}}
         model = compile_decoder(build_decoder(config, embedding_matrix), settings)
+    state["run"] = identity
+    state.setdefault("learning_rate", settings.learning_rate)  # checkpoints from before the decay
+    state["history"].setdefault("learning_rate", [])
 
     history = state["history"]
     train_data, dev_data = train.dataset(), dev.dataset()
     stopped_early = state["wait"] >= settings.patience
     while state["epoch"] < settings.epochs and not stopped_early:
         epoch = state["epoch"]
+        model.optimizer.learning_rate.assign(state["learning_rate"])
         started = time.perf_counter()
         result = model.fit(train_data, validation_data=dev_data, epochs=epoch + 1,
                            initial_epoch=epoch, shuffle=False, verbose=0)
@@ -97,14 +120,18 @@ def fit_decoder(
         history["loss"].append(float(loss))
         history["val_loss"].append(float(val_loss))
         history["epoch_seconds"].append(round(seconds, 2))
+        history["learning_rate"].append(state["learning_rate"])
         improved = val_loss < state["best_val_loss"]
-        log.info("epoch %d: loss %.4f, val_loss %.4f, %.1f s%s", epoch + 1, loss, val_loss, seconds,
-                 " (best)" if improved else "")
+        log.info("epoch %d: loss %.4f, val_loss %.4f, lr %.1e, %.1f s%s", epoch + 1, loss, val_loss,
+                 state["learning_rate"], seconds, " (best)" if improved else "")
         if improved:
             _save_atomic(model.save_weights, best)
             state.update(best_val_loss=float(val_loss), best_epoch=epoch + 1, wait=0)
         else:
+            # Plateau: continue from the best weights with a smaller step.
             state["wait"] += 1
+            model.load_weights(best)
+            state["learning_rate"] = max(settings.min_learning_rate, state["learning_rate"] * settings.lr_decay)
         state["epoch"] = epoch + 1
         _save_atomic(model.save, last)
         _write_json(state_file, state)

@@ -1,0 +1,124 @@
+"""Command-line interface.
+
+    python -m captioning caption --model weights/word2vec photo.jpg other.png
+    python -m captioning caption --model weights/word2vec --method beam --beam-width 5 photo.jpg
+    cat photo.jpg | python -m captioning caption --model weights/word2vec -
+
+``caption`` prints one JSON object per image and line on stdout:
+
+    {"image": "photo.jpg", "caption": "a dog runs through the grass"}
+
+and with ``--method beam`` also ``"candidates": [[caption, log-probability], ...]``, best
+first.  An image that cannot be read gives ``error: <path>: <reason>`` on stderr and the
+other images are still captioned; the exit status is then 1.  A model folder that
+cannot be loaded gives a one-line error and exit status 2 (as do bad arguments).
+Logging and TensorFlow messages go to stderr, so stdout holds only JSON lines.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported, where it still is
+
+import argparse
+import contextlib
+import json
+import sys
+
+EXIT_OK, EXIT_IMAGE_FAILED, EXIT_USAGE = 0, 1, 2
+STDIN = "-"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m captioning", description="Caption images with a trained model.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    caption = commands.add_parser("caption", help="caption images; one JSON line per image on stdout",
+                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    caption.add_argument("images", nargs="+", metavar="IMAGE", help=f"image files ('{STDIN}' reads one from stdin)")
+    caption.add_argument("--model", required=True, help="model bundle folder, e.g. weights/word2vec")
+    caption.add_argument("--method", choices=("greedy", "beam"), default="greedy",
+                         help="decoding (default: %(default)s)")
+    caption.add_argument("--beam-width", type=_positive_int, default=3,
+                         help="beams for --method beam (default: %(default)s)")
+    caption.add_argument("--max-length", type=_positive_int, help="longest caption in words (default: the model's)")
+    caption.set_defaults(run=run_caption)
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)  # always one line
+
+
+def run_caption(args, parser: argparse.ArgumentParser) -> int:
+    from .captioner import MAX_BEAM_WIDTH, Captioner
+
+    if args.beam_width > MAX_BEAM_WIDTH:
+        parser.error(f"argument --beam-width: at most {MAX_BEAM_WIDTH}, got {args.beam_width}")
+    if args.images.count(STDIN) > 1:
+        parser.error(f"'{STDIN}' (stdin) can be given only once")
+
+    from .bundle import BundleError
+    from .images import ImageError
+
+    try:
+        # Anything a library prints while loading goes to stderr: stdout is for JSON only.
+        with contextlib.redirect_stdout(sys.stderr):
+            captioner = Captioner.load(args.model)
+    except BundleError as exc:
+        _error(f"cannot load model: {exc}")
+        return EXIT_USAGE
+    except (ValueError, ImportError) as exc:  # unknown or unavailable encoder, encoder mismatch
+        _error(f"cannot load model {args.model}: {exc}")
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - e.g. a config.json value of the wrong type
+        _error(f"cannot load model {args.model}: {type(exc).__name__}: {exc}")
+        return EXIT_USAGE
+
+    failed = 0
+    for image in args.images:
+        try:
+            source = sys.stdin.buffer.read() if image == STDIN else image
+            with contextlib.redirect_stdout(sys.stderr):
+                result = captioner.describe(source, method=args.method, beam_width=args.beam_width,
+                                            max_length=args.max_length)
+        except ImageError as exc:
+            _error(f"{image}: {exc}")
+            failed += 1
+            continue
+        except Exception as exc:  # noqa: BLE001 - one broken image must not stop the others
+            _error(f"{image}: unexpected failure ({type(exc).__name__}: {exc})")
+            failed += 1
+            continue
+        line = {"image": image, "caption": result.caption}
+        if args.method == "beam":
+            line["candidates"] = [[text, round(logprob, 4)] for text, logprob in result.candidates]
+        print(json.dumps(line, ensure_ascii=False), flush=True)
+    return EXIT_IMAGE_FAILED if failed else EXIT_OK
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args, parser)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_IMAGE_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

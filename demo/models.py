@@ -1,0 +1,296 @@
+"""The three caption models behind the demo, loaded once and shared by every request.
+
+    models = ModelSet.load("weights")          # or ModelSet.load(weights_dir_from_env())
+    result = models.caption(image, "beam", 3)  # encode once, decode with all three models
+    result.captions()                          # {"learned": ..., "fasttext": ..., "word2vec": ...}
+
+Nothing here holds a model at module level: the app builds one ModelSet in its
+factory and hands it to the UI and the HTTP routes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from captioning import Captioner, CaptionResult, ImageError
+
+log = logging.getLogger("demo")
+
+VARIANTS = ("learned", "fasttext", "word2vec")
+LABELS = {"learned": "Learned embedding", "fasttext": "FastText", "word2vec": "Word2Vec"}
+METHODS = ("greedy", "beam")
+MAX_BEAM_WIDTH = 10
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # also the Gradio upload limit
+FEATURE_CACHE_SIZE = 32
+
+WEIGHTS_DIR_ENV = "CAPTION_WEIGHTS_DIR"
+WEIGHTS_REPO_ENV = "CAPTION_WEIGHTS_REPO"
+WEIGHTS_REVISION_ENV = "CAPTION_WEIGHTS_REVISION"
+
+
+class SettingsError(ValueError):
+    """A decoding setting (method, beam width, length) is not acceptable; the message says why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    method: str
+    beam_width: int
+    max_length: int
+
+
+@dataclass
+class CaptionSet:
+    """One image captioned by every model with the same settings."""
+
+    settings: Settings
+    results: dict[str, CaptionResult]
+    encode_seconds: float
+    features_cached: bool = False
+
+    def captions(self) -> dict[str, str]:
+        return {name: r.caption for name, r in self.results.items()}
+
+    def as_json(self) -> dict:
+        """The JSON answer of POST /api/caption: the three captions first, then the details."""
+        return {
+            **self.captions(),
+            "method": self.settings.method,
+            "beam_width": self.settings.beam_width,
+            "max_length": self.settings.max_length,
+            "timings": {"encode_seconds": round(self.encode_seconds, 4),
+                        **{name: round(r.seconds, 4) for name, r in self.results.items()}},
+            "details": {name: {"words": r.words, "word_probs": [round(p, 4) for p in r.word_probs],
+                               "candidates": [{"caption": c, "logprob": round(lp, 4)} for c, lp in r.candidates]}
+                        for name, r in self.results.items()},
+        }
+
+
+def weights_dir_from_env(default: str | Path = "weights") -> Path:
+    """The folder holding learned/, fasttext/ and word2vec/.
+
+    With CAPTION_WEIGHTS_REPO=user/name set, the bundles are downloaded from that
+    Hugging Face Hub repository (once: later starts reuse the local Hub cache);
+    otherwise CAPTION_WEIGHTS_DIR, else ``default``.
+    """
+    repo = os.environ.get(WEIGHTS_REPO_ENV, "").strip()
+    if repo:
+        return download_weights(repo, revision=os.environ.get(WEIGHTS_REVISION_ENV) or None)
+    return Path(os.environ.get(WEIGHTS_DIR_ENV) or default)
+
+
+def download_weights(repo_id: str, revision: str | None = None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    log.info("downloading caption models from the Hub repository %s", repo_id)
+    path = snapshot_download(repo_id=repo_id, revision=revision,
+                             allow_patterns=[f"{v}/*" for v in VARIANTS])
+    return Path(path)
+
+
+def check_settings(method, beam_width, max_length, longest: int) -> Settings:
+    """Validate user-supplied decoding settings (strings from a form are fine)."""
+    method = str(method or "").strip().lower()
+    if method not in METHODS:
+        raise SettingsError(f"method must be 'greedy' or 'beam', not {method!r}")
+    try:
+        width = float(beam_width)
+    except (TypeError, ValueError):
+        raise SettingsError(f"beam_width must be a whole number from 1 to {MAX_BEAM_WIDTH}, "
+                            f"not {beam_width!r}") from None
+    if not width.is_integer() or not 1 <= width <= MAX_BEAM_WIDTH:
+        raise SettingsError(f"beam_width must be a whole number from 1 to {MAX_BEAM_WIDTH}, not {beam_width!r}")
+    if max_length is None or max_length == "":
+        length = float(longest)
+    else:
+        try:
+            length = float(max_length)
+        except (TypeError, ValueError):
+            raise SettingsError(f"max_length must be a whole number from 1 to {longest}, "
+                                f"not {max_length!r}") from None
+    if not length.is_integer() or not 1 <= length <= longest:
+        raise SettingsError(f"max_length must be a whole number from 1 to {longest}, not {max_length!r}")
+    return Settings(method, int(width), int(length))
+
+
+def read_image_bytes(image) -> bytes | None:
+    """Bytes of an uploaded image: a Gradio file payload (dict with 'path' or a data: 'url'),
+    a path, or bytes. None when there is no image.  Raises ImageError for oversized files."""
+    if image is None:
+        return None
+    if hasattr(image, "model_dump"):  # a Gradio FileData / ImageData object
+        image = image.model_dump()
+    if isinstance(image, dict):
+        if image.get("path"):
+            image = image["path"]
+        elif str(image.get("url") or "").startswith("data:"):
+            try:
+                data = base64.b64decode(image["url"].split(",", 1)[1], validate=False)
+            except (IndexError, binascii.Error):
+                raise ImageError("the image data URL is not valid base64") from None
+            _check_bytes(len(data))
+            return data
+        else:
+            return None
+    if isinstance(image, (bytes, bytearray)):
+        _check_bytes(len(image))
+        return bytes(image)
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise ImageError(f"no such image file: {path.name}")
+        _check_bytes(path.stat().st_size)
+        return path.read_bytes()
+    raise ImageError(f"unsupported image input of type {type(image).__name__}")
+
+
+def _check_bytes(size: int) -> None:
+    if size > MAX_UPLOAD_BYTES:
+        raise ImageError(f"the file is too big ({size / 2**20:.1f} MB); the limit is "
+                         f"{MAX_UPLOAD_BYTES // 2**20} MB")
+
+
+class ModelSet:
+    """The shared image encoder and the three captioners, plus a small cache of image features
+    (a control change re-decodes the current image without encoding it again)."""
+
+    def __init__(self, captioners: dict[str, Captioner], source: Path | None = None):
+        missing = [v for v in VARIANTS if v not in captioners]
+        if missing:
+            raise ValueError(f"missing model(s): {', '.join(missing)}")
+        self.captioners = {v: captioners[v] for v in VARIANTS}
+        self.encoder = self.captioners[VARIANTS[0]].encoder
+        self.source = source
+        self._lock = threading.Lock()  # one image at a time through the CPU-bound models
+        self._features: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._projections: dict[tuple[str, int], tuple[list[str], np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def load(cls, weights_dir: str | Path) -> "ModelSet":
+        weights_dir = Path(weights_dir)
+        started = time.perf_counter()
+        missing = [v for v in VARIANTS if not (weights_dir / v / "config.json").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"no trained model(s) {', '.join(missing)} under {weights_dir.resolve()}: train them with "
+                f"`python -m training.train --variant all`, point {WEIGHTS_DIR_ENV} at a weights folder, "
+                f"or set {WEIGHTS_REPO_ENV} to a Hub repository holding them")
+        encoder = None
+        captioners = {}
+        for variant in VARIANTS:
+            captioner = Captioner.load(weights_dir / variant, encoder=encoder)
+            encoder = captioner.encoder  # one encoder shared by the three
+            captioners[variant] = captioner
+        models = cls(captioners, weights_dir)
+        models.warm_up()
+        log.info("loaded %s from %s in %.1f s", ", ".join(VARIANTS), weights_dir, time.perf_counter() - started)
+        return models
+
+    def warm_up(self) -> None:
+        """Trace the encoder's graph now so the first user does not wait for it."""
+        blank = np.full((self.encoder.spec.input_size,) * 2 + (3,), 128, dtype=np.uint8)
+        features = self.encoder.features(blank)
+        for captioner in self.captioners.values():
+            captioner.describe_features(features, "greedy", max_length=2)
+
+    # -- captions -------------------------------------------------------------
+    @property
+    def max_length(self) -> int:
+        """The longest caption (in words) every model can be asked for."""
+        return min(c.max_length for c in self.captioners.values())
+
+    def settings(self, method="greedy", beam_width=3, max_length=None) -> Settings:
+        return check_settings(method, beam_width, max_length, self.max_length)
+
+    def caption(self, image, method="greedy", beam_width=3, max_length=None) -> CaptionSet:
+        """Encode ``image`` once and caption it with the three models.
+
+        Raises SettingsError for bad settings and ImageError (with a message fit
+        for users) for anything that is not a usable image, including no image.
+        """
+        settings = self.settings(method, beam_width, max_length)
+        data = image if _is_decoded(image) else read_image_bytes(image)
+        if data is None or (isinstance(data, bytes) and not data):
+            raise ImageError("no image: upload a photo (or take one with the webcam)" if data is None
+                             else "the file is empty")
+        with self._lock:
+            started = time.perf_counter()
+            features, cached = self._encode(data)
+            encode_seconds = time.perf_counter() - started
+            results = {name: c.describe_features(features, settings.method, settings.beam_width, settings.max_length)
+                       for name, c in self.captioners.items()}
+        return CaptionSet(settings, results, encode_seconds, cached)
+
+    def _encode(self, data) -> tuple[np.ndarray, bool]:
+        if not isinstance(data, bytes):
+            return self.encoder.features(data), False
+        key = hashlib.sha1(data).hexdigest()
+        if key in self._features:
+            self._features.move_to_end(key)
+            return self._features[key], True
+        features = self.encoder.features(data)
+        self._features[key] = features
+        while len(self._features) > FEATURE_CACHE_SIZE:
+            self._features.popitem(last=False)
+        return features, False
+
+    # -- embeddings -------------------------------------------------------------
+    def neighbours(self, word: str, k: int = 10) -> dict[str, list[tuple[str, float]] | None]:
+        """Each model's ``k`` nearest words to ``word``; None for a model that does not know it."""
+        found: dict[str, list[tuple[str, float]] | None] = {}
+        for name, captioner in self.captioners.items():
+            try:
+                found[name] = captioner.nearest_words(word, k)
+            except KeyError:
+                found[name] = None
+        return found
+
+    def projection(self, name: str, n_words: int = 60) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The ``n_words`` most frequent caption words of model ``name`` projected to 2-D with PCA.
+
+        Returns (words, (n, 2) coordinates, explained variance ratio of the two axes).
+        """
+        key = (name, n_words)
+        if key not in self._projections:
+            captioner = self.captioners[name]
+            first = 4  # ids 0-3 are <pad>, <unk>, <start>, <end>
+            words = captioner.vocab.words[first:first + n_words]
+            vectors = captioner.embeddings[first:first + len(words)].astype(np.float64)
+            self._projections[key] = (words, *pca_2d(vectors))
+        return self._projections[key]
+
+
+def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d) -> ((n, 2) coordinates on the two principal axes, their explained variance ratio)."""
+    centred = vectors - vectors.mean(axis=0)
+    if len(centred) < 2:
+        return np.zeros((len(centred), 2)), np.zeros(2)
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    coords = centred @ axes[:2].T
+    if coords.shape[1] < 2:
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    variance = singular ** 2
+    ratio = variance[:2] / variance.sum() if variance.sum() > 0 else np.zeros(2)
+    # A fixed sign per axis, so the picture does not flip between runs.
+    signs = np.sign(coords[np.abs(coords).argmax(axis=0), range(2)])
+    signs[signs == 0] = 1
+    return coords * signs, np.pad(ratio, (0, 2 - len(ratio)))
+
+
+def _is_decoded(image) -> bool:
+    """A PIL image or numpy array (already decoded, e.g. from library users)."""
+    from PIL import Image
+
+    return isinstance(image, (Image.Image, np.ndarray))
+

@@ -1,0 +1,86 @@
+"""Shared fixtures: a few real Flickr8k images and tiny models trained on them.
+
+The tiny models are trained once per test session (a couple of epochs on a few
+dozen images), through the same command-line entry point users run, so the
+tests exercise the real pipeline end to end.  Their captions are poor; tests
+check behaviour, not quality.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+FLICKR8K = Path(os.environ.get("FLICKR8K_DIR", ROOT.parent / "shared" / "data" / "flickr8k"))
+VARIANTS = ("learned", "fasttext", "word2vec")
+TINY_IMAGES_PER_SPLIT = 40
+
+
+def _require_flickr8k() -> Path:
+    if not (FLICKR8K / "Flickr8k_text" / "Flickr8k.token.txt").is_file():
+        pytest.skip(f"Flickr8k not found at {FLICKR8K} (set FLICKR8K_DIR)")
+    return FLICKR8K
+
+
+@pytest.fixture(scope="session")
+def flickr8k() -> Path:
+    return _require_flickr8k()
+
+
+@pytest.fixture(scope="session")
+def sample_images(flickr8k) -> list[Path]:
+    """A handful of real test-split photos."""
+    names = (flickr8k / "Flickr8k_text" / "Flickr_8k.testImages.txt").read_text().split()[:6]
+    return [flickr8k / "Flicker8k_Dataset" / n for n in names]
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from captioning import load_encoder
+
+    return load_encoder("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(flickr8k, tmp_path_factory) -> Path:
+    """A weights/ folder with tiny learned, fasttext and word2vec bundles."""
+    from training.train import main as train_main
+
+    work = tmp_path_factory.mktemp("tiny")
+    out = work / "weights"
+    code = train_main([
+        "--data", str(flickr8k), "--variant", "all", "--limit-images", str(TINY_IMAGES_PER_SPLIT),
+        "--epochs", "3", "--embedding-dim", "32", "--units", "32", "--min-count", "2",
+        "--out", str(out), "--runs", str(work / "runs"), "--cache-dir", str(work / "cache"),
+        "--settings", "greedy",
+    ])
+    assert code == 0
+    assert all((out / v / "decoder.weights.h5").is_file() for v in VARIANTS)
+    return out
+
+
+def complete_weights(folder: Path) -> bool:
+    return all((folder / v / name).is_file() for v in VARIANTS
+               for name in ("config.json", "vocab.json", "decoder.weights.h5"))
+
+
+@pytest.fixture(scope="session")
+def weights(request) -> tuple[Path, bool]:
+    """(weights folder for the app, whether these are the real trained models): the committed
+    weights/ when complete, else the tiny test models."""
+    committed = ROOT / "weights"
+    if complete_weights(committed):
+        return committed, True
+    return request.getfixturevalue("tiny_weights"), False
+
+
+@pytest.fixture
+def tiny_bundle_copy(tiny_weights, tmp_path) -> Path:
+    """A private copy of the tiny word2vec bundle, free to break."""
+    return Path(shutil.copytree(tiny_weights / "word2vec", tmp_path / "word2vec"))

@@ -1,0 +1,172 @@
+"""Broken model bundles (issue 5.3): loading fails with a :class:`BundleError` whose message
+names the file and what is wrong with it, and loading never runs code from the bundle."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import warnings
+from pathlib import Path
+
+import h5py
+import pytest
+
+from captioning import Captioner
+from captioning.bundle import CONFIG_FILE, FORMAT_VERSION, VOCAB_FILE, WEIGHTS_FILE, BundleError, load_bundle
+
+
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def _set_decoder(**values):
+    return lambda bundle: _edit_json(bundle / CONFIG_FILE, lambda c: c["decoder"].update(values))
+
+
+def _truncate(name: str, keep: float = 0.5):
+    def breakage(bundle: Path):
+        path = bundle / name
+        path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+    return breakage
+
+
+def _write(name: str, content: str | bytes):
+    def breakage(bundle: Path):
+        path = bundle / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    return breakage
+
+
+def _unlink(name: str):
+    return lambda bundle: (bundle / name).unlink()
+
+
+def _drop_last_word(bundle: Path) -> None:
+    _edit_json(bundle / VOCAB_FILE, lambda v: v["words"].pop())
+
+
+def _config(edit):
+    return lambda bundle: _edit_json(bundle / CONFIG_FILE, edit)
+
+
+# name -> (breakage, file the message must name, regex for the problem it must state)
+BREAKAGES = {
+    "missing vocab.json": (_unlink(VOCAB_FILE), VOCAB_FILE, r"missing"),
+    "missing config.json": (_unlink(CONFIG_FILE), CONFIG_FILE, r"missing"),
+    "missing weights": (_unlink(WEIGHTS_FILE), WEIGHTS_FILE, r"missing"),
+    "truncated weights": (_truncate(WEIGHTS_FILE), WEIGHTS_FILE, r"truncated"),
+    "weights cut by 100 bytes": (_truncate(WEIGHTS_FILE, keep=0.999), WEIGHTS_FILE, r"truncated"),
+    "weights not HDF5": (_write(WEIGHTS_FILE, b"\x80\x04not an hdf5 file" * 64), WEIGHTS_FILE, r"corrupt|signature"),
+    "newer format version": (_config(lambda c: c.update(format_version=99)), CONFIG_FILE,
+                             rf"format version 99.*newer.*up to {FORMAT_VERSION}"),
+    "no format version": (_config(lambda c: c.pop("format_version")), CONFIG_FILE, r"format_version"),
+    "embedding size changed": (_set_decoder(embedding_dim=48), WEIGHTS_FILE, r"shape"),
+    "units changed": (_set_decoder(units=48), WEIGHTS_FILE, r"shape"),
+    "feature size changed": (_set_decoder(feature_dim=2048), WEIGHTS_FILE, r"shape"),
+    "config not JSON": (_truncate(CONFIG_FILE), CONFIG_FILE, r"not valid JSON"),
+    "config is a list": (_write(CONFIG_FILE, "[1, 2, 3]"), CONFIG_FILE, r"JSON object"),
+    "config not UTF-8": (_write(CONFIG_FILE, b"\xff\xfe{\x00}"), CONFIG_FILE, r"not valid JSON"),
+    "decoder section missing": (_config(lambda c: c.pop("decoder")), CONFIG_FILE, r"'decoder'.*missing"),
+    "unknown decoder setting": (_config(lambda c: c["decoder"].update(activation="eval")), CONFIG_FILE,
+                                r"'decoder'.*malformed.*activation"),
+    "encoder missing": (_config(lambda c: c.pop("encoder")), CONFIG_FILE, r"missing 'encoder'"),
+    "vocab one word short": (_drop_last_word, VOCAB_FILE, r"holds \d+ words but config.json says vocab_size \d+"),
+    "vocab_size changed": (_set_decoder(vocab_size=7), VOCAB_FILE,
+                           r"holds \d+ words but config.json says vocab_size 7"),
+    "vocab not JSON": (_truncate(VOCAB_FILE), VOCAB_FILE, r"not a valid vocabulary"),
+    "vocab without words list": (_write(VOCAB_FILE, '{"tokens": []}'), VOCAB_FILE, r"'words' list"),
+    "vocab without special tokens": (lambda b: _edit_json(b / VOCAB_FILE, lambda v: v["words"].pop(0)),
+                                     VOCAB_FILE, r"must start with"),
+    "metrics not JSON": (_write("metrics.json", "{oops"), "metrics.json", r"not valid JSON"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")  # Keras, on size mismatches
+@pytest.mark.parametrize("name", list(BREAKAGES))
+def test_broken_bundle_names_the_file_and_the_problem(tiny_bundle_copy, name):
+    breakage, file_name, problem = BREAKAGES[name]
+    breakage(tiny_bundle_copy)
+    with pytest.raises(BundleError) as info:
+        load_bundle(tiny_bundle_copy)
+    message = str(info.value)
+    assert message.startswith(str(tiny_bundle_copy / file_name) + ":"), message
+    assert re.search(problem, message, re.IGNORECASE | re.DOTALL), message
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(BundleError, match=r"nope: model folder not found"):
+        load_bundle(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BundleError, match="model folder not found"):
+        load_bundle(tmp_path / "file")
+
+
+def test_captioner_load_raises_the_same_error(tiny_bundle_copy, encoder):
+    """What the CLI and the app call."""
+    (tiny_bundle_copy / VOCAB_FILE).unlink()
+    with pytest.raises(BundleError, match=re.escape(str(tiny_bundle_copy / VOCAB_FILE))):
+        Captioner.load(tiny_bundle_copy, encoder=encoder)
+
+
+def test_intact_copy_loads_cleanly(tiny_bundle_copy):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. Keras "layers will retain freshly-initialized weights"
+        bundle = load_bundle(tiny_bundle_copy)
+    assert len(bundle.vocab) == bundle.config["decoder"]["vocab_size"]
+    assert bundle.history["loss"]
+
+
+# -- no code from the bundle ------------------------------------------------------
+
+def test_bundle_files_hold_no_pickles_and_only_numeric_arrays(tiny_weights):
+    for variant in ("learned", "fasttext", "word2vec"):
+        for path in (tiny_weights / variant).iterdir():
+            assert path.suffix in {".json", ".h5", ".png"}, f"unexpected file in a bundle: {path}"
+            head = path.read_bytes()[:2]
+            assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")), \
+                f"{path} looks like a pickle"
+        with h5py.File(tiny_weights / variant / WEIGHTS_FILE, "r") as weights:
+            kinds = []
+            weights.visititems(lambda name, obj: kinds.append((name, obj.dtype.kind))
+                               if isinstance(obj, h5py.Dataset) else None)
+            assert kinds and all(kind in "fiub" for _, kind in kinds), kinds  # no object/opaque data
+
+
+def test_loading_never_unpickles_or_deserialises_code(tiny_bundle_copy, monkeypatch):
+    """The architecture is rebuilt from config.json and only weights are read: no pickle, no
+    ``keras.saving.load_model`` (which could deserialise Lambda layers), no unsafe mode."""
+    import keras
+
+    def forbidden(what):
+        def call(*args, **kwargs):
+            raise AssertionError(f"load_bundle called {what}")
+        return call
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, forbidden(f"pickle.{name}"))
+    monkeypatch.setattr(keras.saving, "load_model", forbidden("keras.saving.load_model"))
+    monkeypatch.setattr(keras.models, "load_model", forbidden("keras.models.load_model"))
+    monkeypatch.setattr(keras.config, "enable_unsafe_deserialization", forbidden("enable_unsafe_deserialization"))
+    # a planted pickle or .keras file next to the real ones is simply ignored
+    (tiny_bundle_copy / "decoder.keras").write_bytes(b"PK\x03\x04 planted")
+    (tiny_bundle_copy / "model.pkl").write_bytes(pickle.dumps({"planted": True}))
+
+    bundle = load_bundle(tiny_bundle_copy)
+    assert bundle.model.get_layer("word_embedding").get_weights()[0].shape[0] == len(bundle.vocab)
+
+
+def test_wrongly_typed_decoder_setting(tiny_bundle_copy):
+    _set_decoder(dropout="half")(tiny_bundle_copy)
+    with pytest.raises(BundleError, match=re.escape(str(tiny_bundle_copy / CONFIG_FILE))):
+        load_bundle(tiny_bundle_copy)
+
+
+@pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")
+def test_size_mismatch_message_is_short(tiny_bundle_copy):
+    _set_decoder(embedding_dim=48)(tiny_bundle_copy)
+    with pytest.raises(BundleError) as info:
+        load_bundle(tiny_bundle_copy)
+    assert len(str(info.value)) < 600 and "\n" not in str(info.value)

@@ -1,0 +1,205 @@
+"""The command line (``python -m captioning caption``), run as users run it: in a subprocess.
+
+Good images give one JSON line each on stdout, the same every run; bad images give one
+``error: <path>: <reason>`` line each on stderr while the others are still captioned
+(exit 1); a broken model gives a one-line error naming the file (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bad_inputs import CAPTION, ERROR, ERROR_HINTS, write_bad_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 300
+
+
+def run_cli(*args, stdin: bytes | None = None, quiet_tf: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if quiet_tf:
+        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    else:  # as a user would run it: whatever TensorFlow logs must stay off stdout
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    result = subprocess.run([sys.executable, "-m", "captioning", *map(str, args)], cwd=ROOT, input=stdin,
+                            capture_output=True, timeout=TIMEOUT, env=env)
+    result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
+    return result
+
+
+def json_lines(stdout: str) -> list[dict]:
+    lines = stdout.splitlines()
+    assert all(line.strip() for line in lines), f"blank line on stdout: {stdout!r}"
+    return [json.loads(line) for line in lines]  # fails on anything that is not pure JSON
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_weights) -> Path:
+    return tiny_weights / "word2vec"
+
+
+@pytest.fixture(scope="module")
+def good_images(sample_images) -> list[str]:
+    """Three test photos, the first given relative to the working directory: the CLI must echo
+    each path exactly as given."""
+    paths = [str(p) for p in sample_images[:3]]
+    paths[0] = os.path.relpath(paths[0], ROOT)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def bad_cases(tmp_path_factory, sample_images):
+    return write_bad_inputs(tmp_path_factory.mktemp("cli_inputs"), photo=sample_images[3])
+
+
+@pytest.fixture(scope="module")
+def greedy_runs(model, good_images):
+    """The same command twice; the first with TensorFlow's logging left at its noisy default."""
+    return [run_cli("caption", "--model", model, *good_images, quiet_tf=quiet) for quiet in (False, True)]
+
+
+def test_good_images_give_one_json_line_each(greedy_runs, good_images):
+    result = greedy_runs[0]
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stdout)
+    assert [line["image"] for line in lines] == good_images
+    for line in lines:
+        assert set(line) == {"image", "caption"}
+        assert isinstance(line["caption"], str) and line["caption"].strip()
+        assert "<" not in line["caption"]  # no <start>/<end>/<unk>/<pad> tokens
+    assert error_lines(result.stderr) == []
+
+
+def test_cli_is_deterministic_and_matches_the_library(greedy_runs, model, good_images, encoder):
+    first, second = greedy_runs
+    assert second.returncode == 0, second.stderr
+    assert first.stdout == second.stdout
+
+    from captioning import Captioner
+
+    captioner = Captioner.load(model, encoder=encoder)
+    expected = [captioner.caption(ROOT / path) for path in good_images]
+    assert [line["caption"] for line in json_lines(first.stdout)] == expected
+
+
+def test_mix_of_good_and_bad_images(model, good_images, bad_cases, tmp_path, encoder):
+    """Beam search over good photos, every bad input, every awkward-but-valid one, a missing
+    file and one photo read from stdin: errors on stderr, captions for the rest, exit 1."""
+    missing = str(tmp_path / "no_such_photo.jpg")
+    bad = [str(path) for path, expected in bad_cases.values() if expected == ERROR] + [missing]
+    valid = [str(path) for path, expected in bad_cases.values() if expected == CAPTION]
+    args = [good_images[0], *bad[:4], "-", *valid, *bad[4:], good_images[1]]
+    stdin_photo = ROOT / good_images[2]
+
+    result = run_cli("caption", "--model", model, "--method", "beam", "--beam-width", "3", *args,
+                     stdin=stdin_photo.read_bytes())
+    assert result.returncode == 1, result.stderr
+
+    lines = json_lines(result.stdout)
+    assert [line["image"] for line in lines] == [a for a in args if a not in bad]
+    for line in lines:
+        assert set(line) == {"image", "caption", "candidates"}
+        assert 1 <= len(line["candidates"]) <= 3
+        assert line["candidates"][0][0] == line["caption"]
+        for text, logprob in line["candidates"]:
+            assert isinstance(text, str) and isinstance(logprob, float) and logprob <= 0
+
+    # the same captions as the library gives for the same files
+    from captioning import Captioner
+
+    captioner = Captioner.load(model, encoder=encoder)
+    for line in lines:
+        path = stdin_photo if line["image"] == "-" else ROOT / line["image"]
+        assert line["caption"] == captioner.caption(path, method="beam", beam_width=3), line["image"]
+
+    errors = error_lines(result.stderr)
+    assert len(errors) == len(bad), result.stderr
+    for path in bad:
+        (line,) = [e for e in errors if e.startswith(f"error: {path}: ")]
+        hint = ERROR_HINTS.get(Path(path).name, "no such image file")
+        assert re.search(hint, line, re.IGNORECASE), line
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_model_folder_exits_2(tmp_path, good_images):
+    result = run_cli("caption", "--model", tmp_path / "nope", good_images[0])
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = error_lines(result.stderr)
+    assert str(tmp_path / "nope") in line and "not found" in line
+
+
+# In process from here on: these fail before any image is read, and a subprocess costs seconds.
+
+def _missing_vocab(bundle: Path) -> None:
+    (bundle / "vocab.json").unlink()
+
+
+def _truncated_weights(bundle: Path) -> None:
+    weights = bundle / "decoder.weights.h5"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+def _newer_format(bundle: Path) -> None:
+    config = json.loads((bundle / "config.json").read_text())
+    (bundle / "config.json").write_text(json.dumps({**config, "format_version": 99}))
+
+
+def _wrong_encoder(bundle: Path) -> None:
+    config = json.loads((bundle / "config.json").read_text())
+    (bundle / "config.json").write_text(json.dumps({**config, "encoder": "resnet_9000"}))
+
+
+@pytest.mark.parametrize("breakage, file_name, problem", [
+    (_missing_vocab, "vocab.json", "missing"),
+    (_truncated_weights, "decoder.weights.h5", "truncated"),
+    (_newer_format, "config.json", "newer"),
+    (_wrong_encoder, "", "unknown encoder 'resnet_9000'"),
+])
+def test_broken_model_exits_2_naming_the_file(model, good_images, tmp_path, capsys, breakage, file_name,
+                                               problem):
+    from captioning.__main__ import main
+
+    bundle = Path(shutil.copytree(model, tmp_path / "broken"))
+    breakage(bundle)
+    assert main(["caption", "--model", str(bundle), good_images[0]]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = error_lines(captured.err)
+    assert str(bundle / file_name) in line and problem in line, line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--beam-width", "0"], "at least 1"),
+    (["--beam-width", "500", "--method", "beam"], "at most"),
+    (["--method", "sample"], "invalid choice"),
+    (["--max-length", "x"], "whole number"),
+    (["-", "-"], "only once"),
+])
+def test_bad_arguments_exit_2(model, good_images, capsys, args, message):
+    from captioning.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["caption", "--model", str(model), *args, good_images[0]])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err
+
+
+def test_no_command_exits_2(capsys):
+    from captioning.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
