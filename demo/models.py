@@ -99,29 +99,26 @@ def download_weights(repo_id: str, revision: str | None = None) -> Path:
     return Path(path)
 
 
+def _whole_number(value, name: str, top: int) -> int:
+    """``value`` (a number or a form string) as an int in 1..top, else SettingsError."""
+    problem = SettingsError(f"{name} must be a whole number from 1 to {top}, not {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise problem from None
+    if not number.is_integer() or not 1 <= number <= top:
+        raise problem
+    return int(number)
+
+
 def check_settings(method, beam_width, max_length, longest: int) -> Settings:
     """Validate user-supplied decoding settings (strings from a form are fine)."""
     method = str(method or "").strip().lower()
     if method not in METHODS:
         raise SettingsError(f"method must be 'greedy' or 'beam', not {method!r}")
-    try:
-        width = float(beam_width)
-    except (TypeError, ValueError):
-        raise SettingsError(f"beam_width must be a whole number from 1 to {MAX_BEAM_WIDTH}, "
-                            f"not {beam_width!r}") from None
-    if not width.is_integer() or not 1 <= width <= MAX_BEAM_WIDTH:
-        raise SettingsError(f"beam_width must be a whole number from 1 to {MAX_BEAM_WIDTH}, not {beam_width!r}")
-    if max_length is None or max_length == "":
-        length = float(longest)
-    else:
-        try:
-            length = float(max_length)
-        except (TypeError, ValueError):
-            raise SettingsError(f"max_length must be a whole number from 1 to {longest}, "
-                                f"not {max_length!r}") from None
-    if not length.is_integer() or not 1 <= length <= longest:
-        raise SettingsError(f"max_length must be a whole number from 1 to {longest}, not {max_length!r}")
-    return Settings(method, int(width), int(length))
+    width = _whole_number(beam_width, "beam_width", MAX_BEAM_WIDTH)
+    length = longest if max_length is None or max_length == "" else _whole_number(max_length, "max_length", longest)
+    return Settings(method, width, length)
 
 
 def read_image_bytes(image) -> bytes | None:
