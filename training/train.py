@@ -137,16 +137,19 @@ def train_variant(variant: str, args, corpus, encoder, features, index, vocab) -
     shutil.rmtree(staging, ignore_errors=True)
     save_bundle(staging, model, vocab, bundle_config, history=history)
 
+    evaluation_started = time.perf_counter()
     if not args.no_evaluate:
         captioner = Captioner.load(staging, encoder=encoder)
         metrics, samples = evaluate_captioner(captioner, corpus, features, index, "test", args.settings)
         write_json(staging / METRICS_FILE, metrics)
         write_json(staging / "samples.json", samples)
+    evaluate_seconds = time.perf_counter() - evaluation_started
     publish(staging, out / variant)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     log.info("%s: bundle written to %s (%.1f s in all)", variant, out / variant, time.perf_counter() - started)
     return {"variant": variant, "seconds": round(time.perf_counter() - started, 1),
-            "train_seconds": round(train_seconds, 1), "epochs": len(history["loss"]),
+            "train_seconds": round(train_seconds, 1), "evaluate_seconds": round(evaluate_seconds, 1),
+            "epochs": len(history["loss"]),
             "seconds_per_epoch": bundle_config["training"]["seconds_per_epoch"]}
 
 
@@ -181,6 +184,9 @@ def main(argv=None) -> int:
     total = time.perf_counter() - started
     summary = {"features_seconds": round(feature_seconds, 1), "variants": results, "total_seconds": round(total, 1)}
     log.info("done: %s", json.dumps(summary))
+    training = feature_seconds + sum(r["train_seconds"] for r in results)
+    log.info("from raw images: %.1f min of training (features + word vectors + decoders), %.1f min in all "
+             "with evaluation and saving", training / 60, total / 60)
     return 0
 
 
