@@ -8,6 +8,7 @@ check behaviour, not quality.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -78,6 +79,17 @@ def weights(request) -> tuple[Path, bool]:
     if complete_weights(committed):
         return committed, True
     return request.getfixturevalue("tiny_weights"), False
+
+
+@contextlib.contextmanager
+def served_app(weights_dir: Path, folder: Path, command: str):
+    """The app on a free loopback port (`python app.py` or `uvicorn app:app`), with its example cache
+    and log in ``folder``; yields {"url", "examples_cache", "log"}."""
+    from demo.server import running_app
+
+    cache, log = folder / "examples_cache", folder / "server.log"
+    with running_app(weights_dir, command=command, log_file=log, env={"GRADIO_EXAMPLES_CACHE": str(cache)}) as url:
+        yield {"url": url, "examples_cache": cache, "log": log}
 
 
 @pytest.fixture

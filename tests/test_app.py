@@ -16,7 +16,8 @@ import pytest
 
 from bad_inputs import CASES, ERROR, ERROR_HINTS, write_bad_inputs
 from demo.models import MAX_UPLOAD_BYTES, VARIANTS, SettingsError, check_settings, pca_2d, read_image_bytes
-from demo.server import ROOT, running_app
+from conftest import served_app
+from demo.server import ROOT
 
 httpx = pytest.importorskip("httpx")
 gradio_client = pytest.importorskip("gradio_client")
@@ -28,11 +29,8 @@ OTHER_PHOTO = EXAMPLES / "rocket.jpg"
 
 @pytest.fixture(scope="module")
 def server(weights, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("app")
-    cache = folder / "examples_cache"
-    with running_app(weights[0], command="python", log_file=folder / "server.log",
-                     env={"GRADIO_EXAMPLES_CACHE": str(cache)}) as url:
-        yield {"url": url, "examples_cache": cache, "log": folder / "server.log"}
+    with served_app(weights[0], tmp_path_factory.mktemp("app"), command="python") as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

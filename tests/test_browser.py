@@ -15,7 +15,8 @@ import pytest
 
 from bad_inputs import write_bad_inputs
 from demo.models import VARIANTS
-from demo.server import ROOT, running_app
+from conftest import served_app
+from demo.server import ROOT
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -31,11 +32,8 @@ httpx = pytest.importorskip("httpx")
 
 @pytest.fixture(scope="module")
 def server(weights, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("browser_app")
-    cache = folder / "examples_cache"
-    with running_app(weights[0], command="uvicorn", log_file=folder / "server.log",
-                     env={"GRADIO_EXAMPLES_CACHE": str(cache)}) as url:
-        yield {"url": url, "examples_cache": cache, "log": folder / "server.log"}
+    with served_app(weights[0], tmp_path_factory.mktemp("browser_app"), command="uvicorn") as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
