@@ -117,6 +117,20 @@ def load_imagenet_weights(model: keras.Model, path: str | Path | None = None) ->
     return model
 
 
+def build_efficientnet_lite0_with_head(path: str | Path | None = None) -> tuple[keras.Model, keras.Model]:
+    """(features model, analysis model) sharing one set of ImageNet weights.
+
+    The features model maps images to pooled (n, 1280) features; the analysis model maps them
+    to [pooled features (n, 1280), ImageNet class probabilities (n, 1000)] in one pass.
+    """
+    full = load_imagenet_weights(build_efficientnet_lite0(include_top=True), path)
+    pooled = full.get_layer("avg_pool").output
+    probs = layers.Softmax(name="class_probs")(full.output)
+    features_model = keras.Model(full.input, pooled, name="efficientnet_lite0")
+    analysis_model = keras.Model(full.input, [pooled, probs], name="efficientnet_lite0_with_head")
+    return features_model, analysis_model
+
+
 def preprocess(pixels: np.ndarray) -> np.ndarray:
     """uint8 RGB (..., 224, 224, 3) -> float32 scaled as the Lite models were trained."""
     return (pixels.astype("float32") - 127.0) / 128.0
