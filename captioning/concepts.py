@@ -1,0 +1,88 @@
+"""What the encoder's ImageNet head sees, in caption words.
+
+Reads the committed mapping ``resources/imagenet_concepts.json`` (generated once from WordNet by
+:mod:`captioning.concepts_build`; nothing here needs WordNet):
+
+>>> features, probs = encoder.analyse("cat.jpg")          # probs: (1000,)
+>>> top_labels(probs, 3)
+[('tabby cat', 0.41), ('tiger cat', 0.22), ('Egyptian Mau', 0.12)]
+>>> concepts(probs, captioner.vocab, threshold=0.3)
+[Concept(word='cat', prob=0.79, synonyms=('cat', 'cats', 'kitten', ...))]
+
+A concept's probability is the sum over the classes mapped to its word, so eleven cat classes
+at 0.07 each make a confident "cat".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+CONCEPTS_FILE = Path(__file__).resolve().parent / "resources" / "imagenet_concepts.json"
+
+
+@dataclass(frozen=True)
+class Concept:
+    word: str  # the caption word, e.g. "cat"
+    prob: float  # summed ImageNet probability of the classes mapped to it
+    synonyms: tuple[str, ...]  # caption words that say it (the word first), e.g. cat, cats, kitten
+
+
+@dataclass(frozen=True)
+class ConceptMap:
+    class_names: tuple[str, ...]  # (1000,) readable ImageNet class names
+    class_words: tuple[str | None, ...]  # (1000,) caption word of each class, None for scenes etc.
+    synonyms: dict[str, tuple[str, ...]]  # caption word -> words that say it
+
+    @property
+    def words(self) -> list[str]:
+        """Every concept word, sorted."""
+        return sorted(self.synonyms)
+
+
+@lru_cache(maxsize=4)
+def load_concept_map(path: str | Path = CONCEPTS_FILE) -> ConceptMap:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return ConceptMap(tuple(data["class_names"]), tuple(data["class_words"]),
+                      {w: tuple(s) for w, s in data["synonyms"].items()})
+
+
+def top_labels(probs: np.ndarray, k: int = 5, concept_map: ConceptMap | None = None) -> list[tuple[str, float]]:
+    """The ``k`` most probable ImageNet classes of one image (probs (1000,)): [(name, p)], best first."""
+    names = (concept_map or load_concept_map()).class_names
+    best = np.argsort(-np.asarray(probs), kind="stable")[:k]
+    return [(names[i], float(probs[i])) for i in best]
+
+
+def concept_probs(probs: np.ndarray, concept_map: ConceptMap | None = None) -> dict[str, float]:
+    """Caption word -> summed probability of its classes (probs (1000,))."""
+    concept_map = concept_map or load_concept_map()
+    totals: dict[str, float] = {}
+    for p, word in zip(np.asarray(probs, dtype=np.float64), concept_map.class_words):
+        if word is not None:
+            totals[word] = totals.get(word, 0.0) + float(p)
+    return totals
+
+
+def concepts(probs: np.ndarray, vocab: Collection[str], threshold: float, max_concepts: int = 2,
+             concept_map: ConceptMap | None = None) -> list[Concept]:
+    """The at most ``max_concepts`` caption words whose summed probability is at least
+    ``threshold``, most probable first, restricted to words in ``vocab`` (a model's
+    :class:`~captioning.vocab.Vocabulary` or any collection of words); synonyms outside
+    ``vocab`` are dropped, since the decoder could not say them."""
+    if probs is None:
+        return []
+    concept_map = concept_map or load_concept_map()
+    ranked = sorted(concept_probs(probs, concept_map).items(), key=lambda item: (-item[1], item[0]))
+    found = []
+    for word, p in ranked:
+        if p < threshold or len(found) >= max_concepts:
+            break
+        if word in vocab:
+            found.append(Concept(word, p, tuple(s for s in concept_map.synonyms[word] if s in vocab)))
+    return found
