@@ -2,6 +2,7 @@
 
     python -m captioning caption --model weights/word2vec photo.jpg other.png
     python -m captioning caption --model weights/word2vec --method beam --beam-width 5 photo.jpg
+    python -m captioning caption --model weights/word2vec --method guided photo.jpg
     cat photo.jpg | python -m captioning caption --model weights/word2vec -
 
 ``caption`` prints one JSON object per image and line on stdout:
@@ -9,7 +10,10 @@
     {"image": "photo.jpg", "caption": "a dog runs through the grass"}
 
 and with ``--method beam`` also ``"candidates": [[caption, log-probability], ...]``, best
-first.  An image that cannot be read gives ``error: <path>: <reason>`` on stderr and the
+first.  ``--method guided`` (beam search guided to name what the encoder's ImageNet head sees)
+adds to those ``"labels"`` (the encoder's top ImageNet classes, ``[[name, probability], ...]``),
+``"concepts"`` (the caption words it was guided to say), ``"fallback"`` (true when the guided
+caption scored too poorly and the plain beam caption was kept) and ``"rejected_concepts"``.  An image that cannot be read gives ``error: <path>: <reason>`` on stderr and the
 other images are still captioned; the exit status is then 1.  A model folder that
 cannot be loaded gives a one-line error and exit status 2 (as do bad arguments).
 Logging and TensorFlow messages go to stderr, so stdout holds only JSON lines.
@@ -48,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     caption.add_argument("images", nargs="+", metavar="IMAGE", help=f"image files ('{STDIN}' reads one from stdin)")
     caption.add_argument("--model", required=True, help="model bundle folder, e.g. weights/word2vec")
-    caption.add_argument("--method", choices=("greedy", "beam"), default="greedy",
+    caption.add_argument("--method", choices=("greedy", "beam", "guided"), default="greedy",
                          help="decoding (default: %(default)s)")
     caption.add_argument("--beam-width", type=_positive_int, default=3,
-                         help="beams for --method beam (default: %(default)s)")
+                         help="beams for --method beam or guided (default: %(default)s)")
     caption.add_argument("--max-length", type=_positive_int, help="longest caption in words (default: the model's)")
     caption.set_defaults(run=run_caption)
     return parser
@@ -102,8 +106,13 @@ def run_caption(args, parser: argparse.ArgumentParser) -> int:
             failed += 1
             continue
         line = {"image": image, "caption": result.caption}
-        if args.method == "beam":
+        if args.method in ("beam", "guided"):
             line["candidates"] = [[text, round(logprob, 4)] for text, logprob in result.candidates]
+        if args.method == "guided":
+            line["labels"] = [[name, round(p, 4)] for name, p in result.labels]
+            line["concepts"] = result.concepts
+            line["fallback"] = result.fallback
+            line["rejected_concepts"] = result.rejected_concepts
         print(json.dumps(line, ensure_ascii=False), flush=True)
     return EXIT_IMAGE_FAILED if failed else EXIT_OK
 

@@ -1,6 +1,8 @@
 """The user-facing object: a trained bundle plus the image encoder it was trained with.
 
     image -> ImageEncoder -> features -> StepDecoder (greedy | beam) -> caption
+    image -> ImageEncoder -> features + ImageNet class probabilities
+          -> concepts (captioning.concepts) -> constrained beam search (captioning.guided) -> caption
 
 >>> from captioning import Captioner
 >>> c = Captioner.load("weights/word2vec")
@@ -20,13 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import Bundle, load_bundle
+from .concepts import top_labels
 from .decoding import Hypothesis, StepDecoder
+from .guided import DEFAULT_MARGIN, DEFAULT_THRESHOLD, guided_caption
 from .encoders import ImageEncoder, load_encoder
 from .images import ImageSource
 from .model import WORD_EMBEDDING
 
-METHODS = ("greedy", "beam")
+METHODS = ("greedy", "beam", "guided")
 MAX_BEAM_WIDTH = 20
+TOP_LABELS = 5  # ImageNet labels reported with a guided caption
 
 
 @dataclass
@@ -36,6 +41,11 @@ class CaptionResult:
     word_probs: list[float]  # probability of each word of the caption, then of the end token
     candidates: list[tuple[str, float]] = field(default_factory=list)  # beam n-best: (caption, log-probability)
     seconds: float = 0.0  # decoding time (the image encoding is not included)
+    # Guided decoding only (empty for greedy and beam):
+    concepts: list[str] = field(default_factory=list)  # concept words the caption was guided to say
+    fallback: bool = False  # concepts were found but their guided caption scored too poorly: plain beam
+    rejected_concepts: list[str] = field(default_factory=list)  # the concepts dropped by that fallback
+    labels: list[tuple[str, float]] = field(default_factory=list)  # encoder's top ImageNet classes: (name, p)
 
 
 class Captioner:
@@ -81,27 +91,51 @@ class Captioner:
 
     def describe(self, image: ImageSource, method: str = "greedy", beam_width: int = 3,
                  max_length: int | None = None) -> CaptionResult:
+        if method == "guided":  # features and ImageNet class probabilities from one encoder pass
+            features, class_probs = self.encoder.analyse(image)
+            return self.describe_features(features, method, beam_width, max_length, class_probs=class_probs)
         return self.describe_features(self.features(image), method, beam_width, max_length)
 
     # -- features to caption ----------------------------------------------
     def describe_features(self, features: np.ndarray, method: str = "greedy", beam_width: int = 3,
-                          max_length: int | None = None) -> CaptionResult:
+                          max_length: int | None = None, class_probs: np.ndarray | None = None,
+                          threshold: float = DEFAULT_THRESHOLD, margin: float = DEFAULT_MARGIN) -> CaptionResult:
+        """Caption of one image's features (feature_dim,).  ``method="guided"`` also takes the
+        encoder's ImageNet class probabilities (1000,) (:meth:`ImageEncoder.analyse`); without
+        them, or when no concept passes ``threshold``, it is plain beam search."""
         method, beam_width, max_length = self._check(method, beam_width, max_length)
         started = time.perf_counter()
-        if method == "greedy" or beam_width == 1:
-            hyps = self.decoder.greedy(features.reshape(1, -1), max_length)
+        if method == "guided":
+            result = self._guided(features, class_probs, beam_width, max_length, threshold, margin)
+        elif method == "greedy" or beam_width == 1:
+            result = self._result(self.decoder.greedy(features.reshape(1, -1), max_length)[0])
         else:
             hyps = self.decoder.beam_search(features, beam_width, max_length)
-        result = self._result(hyps[0])
-        if method == "beam":
+            result = self._result(hyps[0])
             result.candidates = [(self.vocab.decode(h.ids), h.logprob) for h in hyps]
         result.seconds = time.perf_counter() - started
         return result
 
+    def _guided(self, features, class_probs, beam_width, max_length, threshold, margin) -> CaptionResult:
+        outcome = guided_caption(self.decoder, features, class_probs, beam_width, max_length, threshold, margin)
+        result = self._result(outcome.hyps[0])
+        result.candidates = [(self.vocab.decode(h.ids), h.logprob) for h in outcome.hyps]
+        result.concepts = [c.word for c in outcome.concepts]
+        result.rejected_concepts = [c.word for c in outcome.rejected]
+        result.fallback = not outcome.concepts and bool(outcome.rejected)
+        result.labels = [] if class_probs is None else top_labels(class_probs, TOP_LABELS)
+        return result
+
     def caption_features_batch(self, features: np.ndarray, method: str = "greedy", beam_width: int = 3,
-                               max_length: int | None = None) -> list[str]:
-        """Captions for many images' features (n, feature_dim); greedy runs them as one batch."""
+                               max_length: int | None = None, class_probs: np.ndarray | None = None,
+                               threshold: float = DEFAULT_THRESHOLD, margin: float = DEFAULT_MARGIN) -> list[str]:
+        """Captions for many images' features (n, feature_dim); greedy runs them as one batch.
+        ``method="guided"`` takes their class probabilities (n, 1000)."""
         method, beam_width, max_length = self._check(method, beam_width, max_length)
+        if method == "guided":
+            probs = [None] * len(features) if class_probs is None else class_probs
+            return [self.describe_features(f, "guided", beam_width, max_length, p, threshold, margin).caption
+                    for f, p in zip(features, probs)]
         if method == "greedy" or beam_width == 1:
             return [self.vocab.decode(h.ids) for h in self.decoder.greedy(features, max_length)]
         return [self.vocab.decode(self.decoder.beam_search(f, beam_width, max_length, n_best=1)[0].ids)

@@ -7,10 +7,13 @@ Reads the committed mapping ``resources/imagenet_concepts.json`` (generated once
 >>> top_labels(probs, 3)
 [('tabby cat', 0.41), ('tiger cat', 0.22), ('Egyptian Mau', 0.12)]
 >>> concepts(probs, captioner.vocab, threshold=0.3)
-[Concept(word='cat', prob=0.79, synonyms=('cat', 'cats', 'kitten', ...))]
+[Concept(word='cat', prob=0.97, share=0.99, synonyms=('cat', 'cats'))]
 
 A concept's probability is the sum over the classes mapped to its word, so eleven cat classes
-at 0.07 each make a confident "cat".
+at 0.07 each make a confident "cat".  Its *share* is that probability over the probability of
+all classes mapped to any word: how sure the head is of this thing among the things it sees.
+A rocket on its launch pad is "drilling rig" (a structure, mapped to no word) at 0.6 and the
+rocket classes at 0.09, yet they are most of what the head sees as a thing.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ CONCEPTS_FILE = Path(__file__).resolve().parent / "resources" / "imagenet_concep
 class Concept:
     word: str  # the caption word, e.g. "cat"
     prob: float  # summed ImageNet probability of the classes mapped to it
+    share: float  # prob / summed probability of every class mapped to some word
     synonyms: tuple[str, ...]  # caption words that say it (the word first), e.g. cat, cats, kitten
 
 
@@ -69,20 +73,25 @@ def concept_probs(probs: np.ndarray, concept_map: ConceptMap | None = None) -> d
     return totals
 
 
-def concepts(probs: np.ndarray, vocab: Collection[str], threshold: float, max_concepts: int = 2,
-             concept_map: ConceptMap | None = None) -> list[Concept]:
-    """The at most ``max_concepts`` caption words whose summed probability is at least
-    ``threshold``, most probable first, restricted to words in ``vocab`` (a model's
-    :class:`~captioning.vocab.Vocabulary` or any collection of words); synonyms outside
-    ``vocab`` are dropped, since the decoder could not say them."""
+MIN_PROB = 0.05  # however large its share, a concept needs this much probability of its own
+
+
+def concepts(probs: np.ndarray | None, vocab: Collection[str], threshold: float, max_concepts: int = 2,
+             concept_map: ConceptMap | None = None, min_prob: float = MIN_PROB) -> list[Concept]:
+    """The at most ``max_concepts`` caption words whose share (see the module docstring) is at
+    least ``threshold`` and probability at least ``min_prob``, most probable first, restricted
+    to words in ``vocab`` (a model's :class:`~captioning.vocab.Vocabulary` or any collection of
+    words); synonyms outside ``vocab`` are dropped, since the decoder could not say them.
+    ``probs`` (1000,) may be None (an encoder without an ImageNet head): no concepts."""
     if probs is None:
         return []
     concept_map = concept_map or load_concept_map()
-    ranked = sorted(concept_probs(probs, concept_map).items(), key=lambda item: (-item[1], item[0]))
+    totals = concept_probs(probs, concept_map)
+    things = sum(totals.values())
     found = []
-    for word, p in ranked:
-        if p < threshold or len(found) >= max_concepts:
+    for word, p in sorted(totals.items(), key=lambda item: (-item[1], item[0])):
+        if p < min_prob or len(found) >= max_concepts:
             break
-        if word in vocab:
-            found.append(Concept(word, p, tuple(s for s in concept_map.synonyms[word] if s in vocab)))
+        if p / things >= threshold and word in vocab:
+            found.append(Concept(word, p, p / things, tuple(s for s in concept_map.synonyms[word] if s in vocab)))
     return found

@@ -1,0 +1,135 @@
+"""Guided decoding: constrained beam search (Anderson et al., 2017, "Guided Open Vocabulary
+Image Captioning with Constrained Beam Search").
+
+Each constraint is a set of word ids, any of which satisfies it ({cat, cats, kitten}).  With
+``C`` constraints a hypothesis is in one of ``2**C`` satisfaction states (a bit mask of the
+constraints its words have met); every state keeps its own beam of ``beam_width`` hypotheses.
+A word moves a hypothesis from state ``s`` to ``s | bits(word)``.  The answer is the best
+finished caption in the state where every constraint is met.
+
+With no constraints there is one state and the search is exactly
+:meth:`StepDecoder.beam_search` (same candidates, same finishing rule, same stop).
+
+:func:`guided_caption` wraps it for one image: the concepts the encoder's ImageNet head sees
+(:mod:`captioning.concepts`) that the plain beam caption does not already say become the
+constraints, and a guided caption that the decoder finds far less likely than the plain one
+(:data:`DEFAULT_MARGIN`) is not used: forcing a word the decoder cannot fit breaks the caption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .concepts import Concept, concepts as find_concepts
+from .decoding import Hypothesis, StepDecoder, _top_indices
+
+# Tuned on the Flickr8k dev split and the out-of-domain photos (training/evaluate_guided.py),
+# never on the test split.
+DEFAULT_THRESHOLD = 0.3  # summed ImageNet probability a concept needs
+DEFAULT_MARGIN = 1.0  # largest drop in mean per-word log-probability accepted for a guided caption
+MAX_CONCEPTS = 2
+LENGTH_PENALTY = 0.7  # as StepDecoder.beam_search
+
+
+def constrained_beam_search(decoder: StepDecoder, features: np.ndarray, constraints: Sequence[Sequence[int]],
+                            beam_width: int, max_length: int, length_penalty: float = LENGTH_PENALTY,
+                            n_best: int | None = None) -> list[Hypothesis]:
+    """The ``n_best`` (default ``beam_width``) captions of one image (feature_dim,) that contain
+    a word of every constraint, best first by length-normalised log-probability; [] if none
+    was found within ``max_length`` words."""
+    n_best = n_best or beam_width
+    vocab_size = len(decoder.vocab)
+    end_id = decoder.vocab.end_id
+    word_bits = np.zeros(vocab_size, dtype=np.int64)  # (V,) which constraints each word meets
+    for bit, word_ids in enumerate(constraints):
+        word_bits[np.asarray(list(word_ids), dtype=np.int64)] |= 1 << bit
+    word_bits[end_id] = 0
+    n_states = 1 << len(constraints)
+    full = n_states - 1
+
+    projection = decoder.project_image(features.reshape(1, -1))  # (1, units)
+    state = decoder.initial_state(1)
+    alive = [Hypothesis([], [], False)]
+    alive_states = np.zeros(1, dtype=np.int64)  # (rows,) satisfaction state of each alive hypothesis
+    last_words = np.array([decoder.vocab.start_id])
+    finished: list[Hypothesis] = []  # those that meet every constraint
+    for t in range(max_length):
+        logprobs, (h, c) = decoder.step(last_words, state, np.repeat(projection, len(alive), axis=0))  # (rows, V)
+        if t == 0:
+            logprobs[:, end_id] = -np.inf  # a caption has at least one word
+        totals = np.array([hyp.logprob for hyp in alive])[:, None] + logprobs  # (rows, V)
+        targets = alive_states[:, None] | word_bits[None, :]  # (rows, V) state each continuation enters
+        next_alive, next_states, rows = [], [], []
+        for target in range(n_states):
+            scores = np.where(targets == target, totals, -np.inf)
+            # As in beam_search: the best 2k continuations into this state; an <end> finishes a
+            # caption only if it ranks among the best k.
+            kept = 0
+            for rank, index in enumerate(_top_indices(scores, 2 * beam_width)):
+                row, word = divmod(int(index), vocab_size)
+                if not np.isfinite(scores[row, word]):
+                    break
+                parent = alive[row]
+                lp = parent.word_logprobs + [float(logprobs[row, word])]
+                if word == end_id:
+                    if rank < beam_width and target == full:
+                        finished.append(Hypothesis(parent.ids, lp, True))
+                elif kept < beam_width:
+                    next_alive.append(Hypothesis(parent.ids + [word], lp, False))
+                    next_states.append(target)
+                    rows.append(row)
+                    kept += 1
+        if len(finished) >= max(beam_width, n_best) or not next_alive:
+            break
+        alive, alive_states = next_alive, np.array(next_states, dtype=np.int64)
+        last_words = np.array([hyp.ids[-1] for hyp in next_alive])
+        state = (h[rows], c[rows])
+    else:
+        finished.extend(hyp for hyp, s in zip(alive, alive_states) if s == full)  # out of length
+    finished.sort(key=lambda hyp: -hyp.score(length_penalty))
+    return finished[:n_best]
+
+
+def mentions(ids: Sequence[int], word_ids: Sequence[int]) -> bool:
+    return not set(ids).isdisjoint(word_ids)
+
+
+def per_word_logprob(hyp: Hypothesis) -> float:
+    """Mean log-probability per predicted token (words and <end>): comparable across lengths."""
+    return hyp.logprob / max(1, len(hyp.word_logprobs))
+
+
+@dataclass
+class GuidedOutcome:
+    hyps: list[Hypothesis]  # the n-best list used (guided, or the plain beam's)
+    concepts: list[Concept] = field(default_factory=list)  # the concepts that guided it
+    rejected: list[Concept] = field(default_factory=list)  # concepts tried and dropped (score too poor)
+    labels: list[Concept] = field(default_factory=list)  # every concept above the threshold
+
+
+def guided_caption(decoder: StepDecoder, features: np.ndarray, class_probs: np.ndarray | None,
+                   beam_width: int, max_length: int, threshold: float = DEFAULT_THRESHOLD,
+                   margin: float = DEFAULT_MARGIN, max_concepts: int = MAX_CONCEPTS) -> GuidedOutcome:
+    """Plain beam search, then constrained beam search with the concepts it missed.
+
+    Tries all missed concepts together, then the most probable one alone; keeps the first
+    guided caption whose mean per-word log-probability is within ``margin`` of the plain
+    caption's, else the plain beam's n-best list.
+    """
+    vocab = decoder.vocab
+    plain = decoder.beam_search(features, beam_width, max_length)
+    found = find_concepts(class_probs, vocab, threshold, max_concepts)
+    missing = [c for c in found if not mentions(plain[0].ids, [vocab.index[w] for w in c.synonyms])]
+    outcome = GuidedOutcome(plain, labels=found)
+    attempts = [missing] + ([missing[:1]] if len(missing) > 1 else [])
+    for attempt in attempts if missing else []:
+        constraints = [[vocab.index[w] for w in c.synonyms] for c in attempt]
+        hyps = constrained_beam_search(decoder, features, constraints, beam_width, max_length)
+        if hyps and per_word_logprob(plain[0]) - per_word_logprob(hyps[0]) <= margin:
+            outcome.hyps, outcome.concepts = hyps, attempt
+            break
+    outcome.rejected = [c for c in missing if c not in outcome.concepts]
+    return outcome
