@@ -70,3 +70,21 @@ def build_decoder(config: DecoderConfig, embedding_matrix: np.ndarray | None = N
     merged = layers.Dense(config.units, activation="relu", name=MERGE_DENSE)(merged)
     probs = layers.Dense(config.vocab_size, activation="softmax", name=WORD_PROBS)(merged)
     return keras.Model([features, caption_in], probs, name="merge_decoder")
+
+
+def weight_shapes(config: DecoderConfig) -> list[tuple[int, ...]]:
+    """The shapes of the weights :func:`build_decoder` creates for ``config``, computed without building
+    anything, so a bundle's sizes and its weights file can be checked before any memory is allocated
+    (``tests/test_bundle.py`` checks that they match the built model's)."""
+    v, f, e, u = config.vocab_size, config.feature_dim, config.embedding_dim, config.units
+    return [
+        (v, e),                           # word_embedding
+        (f, u), (u,),                     # image_projection
+        (e, 4 * u), (u, 4 * u), (4 * u,),  # lstm: kernel, recurrent kernel, bias (4 gates)
+        (u, u), (u,),                     # merge_dense
+        (u, v), (v,),                     # word_probs
+    ]
+
+
+def parameter_count(config: DecoderConfig) -> int:
+    return sum(int(np.prod(shape)) for shape in weight_shapes(config))

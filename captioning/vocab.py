@@ -14,6 +14,8 @@ SPECIAL_TOKENS = [PAD, UNK, START, END]  # PAD must stay id 0: the decoder masks
 
 class Vocabulary:
     def __init__(self, words: list[str]):
+        if not all(isinstance(w, str) and w for w in words):
+            raise ValueError("every word must be a non-empty string")
         if words[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
             raise ValueError(f"vocabulary must start with {SPECIAL_TOKENS}")
         if len(set(words)) != len(words):
@@ -56,7 +58,11 @@ class Vocabulary:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Vocabulary":
-        data = json.loads(Path(path).read_text())
+        return cls.from_data(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_data(cls, data) -> "Vocabulary":
+        """From the parsed content of a vocab.json file ({"words": [...]})."""
         if not isinstance(data, dict) or not isinstance(data.get("words"), list):
             raise ValueError("expected an object with a 'words' list")
         return cls(data["words"])

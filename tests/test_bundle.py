@@ -13,7 +13,8 @@ import h5py
 import pytest
 
 from captioning import Captioner
-from captioning.bundle import CONFIG_FILE, FORMAT_VERSION, VOCAB_FILE, WEIGHTS_FILE, BundleError, load_bundle
+from captioning.bundle import (CONFIG_FILE, FORMAT_VERSION, HISTORY_FILE, MAX_JSON_BYTES, MAX_WEIGHTS_BYTES,
+                               METRICS_FILE, VOCAB_FILE, WEIGHTS_FILE, BundleError, load_bundle)
 
 
 def _edit_json(path: Path, edit) -> None:
@@ -65,7 +66,8 @@ BREAKAGES = {
     "no format version": (_config(lambda c: c.pop("format_version")), CONFIG_FILE, r"format_version"),
     "embedding size changed": (_set_decoder(embedding_dim=48), WEIGHTS_FILE, r"shape"),
     "units changed": (_set_decoder(units=48), WEIGHTS_FILE, r"shape"),
-    "feature size changed": (_set_decoder(feature_dim=2048), WEIGHTS_FILE, r"shape"),
+    "feature size changed": (_set_decoder(feature_dim=2048), CONFIG_FILE,
+                             r"decoder.feature_dim 2048 does not match encoder efficientnet_lite0"),
     "config not JSON": (_truncate(CONFIG_FILE), CONFIG_FILE, r"not valid JSON"),
     "config is a list": (_write(CONFIG_FILE, "[1, 2, 3]"), CONFIG_FILE, r"JSON object"),
     "config not UTF-8": (_write(CONFIG_FILE, b"\xff\xfe{\x00}"), CONFIG_FILE, r"not valid JSON"),
@@ -76,7 +78,7 @@ BREAKAGES = {
     "vocab one word short": (_drop_last_word, VOCAB_FILE, r"holds \d+ words but config.json says vocab_size \d+"),
     "vocab_size changed": (_set_decoder(vocab_size=7), VOCAB_FILE,
                            r"holds \d+ words but config.json says vocab_size 7"),
-    "vocab not JSON": (_truncate(VOCAB_FILE), VOCAB_FILE, r"not a valid vocabulary"),
+    "vocab not JSON": (_truncate(VOCAB_FILE), VOCAB_FILE, r"not valid JSON"),
     "vocab without words list": (_write(VOCAB_FILE, '{"tokens": []}'), VOCAB_FILE, r"'words' list"),
     "vocab without special tokens": (lambda b: _edit_json(b / VOCAB_FILE, lambda v: v["words"].pop(0)),
                                      VOCAB_FILE, r"must start with"),
@@ -170,3 +172,117 @@ def test_size_mismatch_message_is_short(tiny_bundle_copy):
     with pytest.raises(BundleError) as info:
         load_bundle(tiny_bundle_copy)
     assert len(str(info.value)) < 600 and "\n" not in str(info.value)
+
+
+# -- tampered bundles (issue 8, item 6): fail fast, before anything big is allocated -----------
+
+def _nested(depth: int) -> str:
+    return '{"format_version": 1, "x": ' + "[" * depth + "]" * depth + "}"
+
+
+def _oversized(name: str, filler: str):
+    """A file one byte over its cap, still valid JSON: a size check must stop it, not the parser."""
+    def breakage(bundle: Path):
+        head = '{"words": [], "pad": "'
+        (bundle / name).write_text(head + filler * (MAX_JSON_BYTES[name] - len(head) - 1) + '"}')
+    return breakage
+
+
+def _sparse_weights(bundle: Path) -> None:
+    with open(bundle / WEIGHTS_FILE, "r+b") as f:
+        f.truncate(MAX_WEIGHTS_BYTES + 1)  # sparse: costs no disk
+
+
+# name -> (tampering, file the message must name, regex naming the field and the problem)
+TAMPERINGS = {
+    "units 50000": (_set_decoder(units=50000), CONFIG_FILE, r"decoder\.units must be a whole number from 1 to 4096"),
+    "embedding_dim 1e7": (_set_decoder(embedding_dim=1e7), CONFIG_FILE, r"decoder\.embedding_dim .*10000000\.0"),
+    "feature_dim 1e9": (_set_decoder(feature_dim=10**9), CONFIG_FILE, r"decoder\.feature_dim .*1000000000"),
+    "vocab_size a million": (_set_decoder(vocab_size=10**6), CONFIG_FILE, r"decoder\.vocab_size"),
+    "sizes each legal, total too big": (_set_decoder(units=4096), CONFIG_FILE, r"decoder sizes describe [\d,]+ "
+                                                                               r"parameters, more than"),
+    "units true": (_set_decoder(units=True), CONFIG_FILE, r"decoder\.units"),
+    "dropout NaN": (_set_decoder(dropout=float("nan")), CONFIG_FILE, r"decoder\.dropout"),
+    "decoder is a list": (_config(lambda c: c.update(decoder=[32, 32])), CONFIG_FILE, r"'decoder'"),
+    "config nested 100000 deep": (_write(CONFIG_FILE, _nested(100_000)[:MAX_JSON_BYTES[CONFIG_FILE]]), CONFIG_FILE,
+                                  r"nested"),
+    "config nested 40 deep": (_write(CONFIG_FILE, _nested(40)), CONFIG_FILE, r"nested more than 32"),
+    "config with a 5000-digit number": (_write(CONFIG_FILE, '{"format_version": ' + "9" * 5000 + "}"), CONFIG_FILE,
+                                        r"not valid JSON"),
+    "config over its size cap": (_oversized(CONFIG_FILE, " "), CONFIG_FILE, r"larger than 65536 bytes"),
+    "max_length abc": (_config(lambda c: c.update(max_length="abc")), CONFIG_FILE,
+                       r"max_length must be a whole number from 1 to 100, not 'abc'"),
+    "max_length -5": (_config(lambda c: c.update(max_length=-5)), CONFIG_FILE, r"max_length .*not -5"),
+    "max_length a million": (_config(lambda c: c.update(max_length=10**6)), CONFIG_FILE, r"max_length"),
+    "max_length missing": (_config(lambda c: c.pop("max_length")), CONFIG_FILE, r"missing 'max_length'"),
+    "encoder a path": (_config(lambda c: c.update(encoder="../../etc/passwd")), CONFIG_FILE,
+                       r"encoder must be one of efficientnet_lite0.*not '\.\./\.\./etc/passwd'"),
+    "encoder a list": (_config(lambda c: c.update(encoder=["efficientnet_lite0"])), CONFIG_FILE, r"encoder must be"),
+    "format_version -7": (_config(lambda c: c.update(format_version=-7)), CONFIG_FILE,
+                          r"format_version must be a whole number from 1 to 1, not -7"),
+    "format_version a string": (_config(lambda c: c.update(format_version="1")), CONFIG_FILE, r"format_version"),
+    "name a list": (_config(lambda c: c.update(name=["x"])), CONFIG_FILE, r"name must be a string"),
+    "embedding section a string": (_config(lambda c: c.update(embedding="x")), CONFIG_FILE,
+                                   r"'embedding' must be a JSON object"),
+    "metrics a list": (_write(METRICS_FILE, "[1, 2]"), METRICS_FILE, r"expected a JSON object, not a list"),
+    "metrics scores a list": (_write(METRICS_FILE, '{"scores": [1]}'), METRICS_FILE, r"'scores' must be"),
+    "history a list": (_write(HISTORY_FILE, "[]"), HISTORY_FILE, r"expected a JSON object"),
+    "history loss not numbers": (_write(HISTORY_FILE, '{"loss": ["a"]}'), HISTORY_FILE, r"'loss' must be a list"),
+    "vocab words not strings": (lambda b: _edit_json(b / VOCAB_FILE, lambda v: v["words"].__setitem__(-1, 7)),
+                                VOCAB_FILE, r"non-empty string"),
+    "vocab over its size cap": (_oversized(VOCAB_FILE, "a"), VOCAB_FILE, r"larger than \d+ bytes"),
+    "weights over their size cap": (_sparse_weights, WEIGHTS_FILE, r"more than the [\d,]+ a bundle may hold"),
+}
+
+
+@pytest.mark.parametrize("name", list(TAMPERINGS))
+def test_tampered_bundle_fails_before_building_the_model(tiny_bundle_copy, monkeypatch, name):
+    tampering, file_name, problem = TAMPERINGS[name]
+    tampering(tiny_bundle_copy)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("build_decoder called: the model was built before the bundle was checked")
+
+    monkeypatch.setattr("captioning.bundle.build_decoder", no_model)
+    with pytest.raises(BundleError) as info:
+        load_bundle(tiny_bundle_copy)
+    message = str(info.value)
+    assert message.startswith(str(tiny_bundle_copy / file_name) + ":"), message
+    assert re.search(problem, message), message
+    assert "\n" not in message and len(message) < 400, message
+
+
+def test_the_committed_sizes_pass_the_caps(tiny_bundle_copy):
+    """The caps are not so tight that a real model fails: the committed 256-unit config passes."""
+    from captioning.bundle import read_config
+
+    _set_decoder(vocab_size=2533, embedding_dim=256, units=256)(tiny_bundle_copy)
+    read_config(tiny_bundle_copy / CONFIG_FILE)
+
+
+@pytest.mark.parametrize("sizes", [(11, 7, 5, 3), (2533, 1280, 256, 256)])
+def test_weight_shapes_are_those_of_the_built_model(sizes):
+    """The bundle checks shapes and parameter counts without building: they must be the model's."""
+    from collections import Counter
+
+    from captioning.model import DecoderConfig, build_decoder, parameter_count, weight_shapes
+
+    config = DecoderConfig(*sizes)
+    model = build_decoder(config)
+    assert Counter(weight_shapes(config)) == Counter(tuple(w.shape) for w in model.weights)
+    assert parameter_count(config) == model.count_params()
+
+
+def test_cli_reports_a_tampered_bundle_in_one_line(tiny_bundle_copy, sample_images):
+    import subprocess
+    import sys
+
+    _set_decoder(units=50000)(tiny_bundle_copy)
+    result = subprocess.run([sys.executable, "-m", "captioning", "caption", "--model", str(tiny_bundle_copy),
+                             str(sample_images[0])], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot load model: {tiny_bundle_copy / CONFIG_FILE}: decoder.units must be a whole "
+                      f"number from 1 to 4096, not 50000"], result.stderr
+    assert "Traceback" not in result.stderr

@@ -10,8 +10,10 @@ the dev split -> evaluate on the test split -> write the bundle to <out>/<varian
 
 A run is staged in <out>/.staging-<variant>/ and moved into place only when
 training and evaluation have finished, so an interrupted run never damages the
-bundle already there.  Checkpoints live in <runs>/<variant>/; running the same
-command again resumes from the last finished epoch.
+bundle already there; a bundle left missing by a run killed while moving it into
+place is recovered at the next start (captioning.bundle.restore_bundle).
+Checkpoints live in <runs>/<variant>/; running the same command again resumes
+from the last finished epoch.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import shutil
 import time
 from pathlib import Path
 
-from captioning.bundle import METRICS_FILE, publish, save_bundle, write_json
+from captioning.bundle import METRICS_FILE, publish, restore_bundle, save_bundle, staging_path, write_json
 from captioning.captioner import Captioner
 from captioning.data import CaptionBatches, encode_captions
 from captioning.embeddings import EMBEDDING_KINDS, embedding_matrix, load_vectors, train_vectors
@@ -133,8 +135,8 @@ def train_variant(variant: str, args, corpus, encoder, features, index, vocab) -
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     out = Path(args.out)
-    staging = out / f".staging-{variant}"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_path(out / variant)
+    shutil.rmtree(staging, ignore_errors=True)  # an earlier run's; main() recovered it first if it was needed
     save_bundle(staging, model, vocab, bundle_config, history=history)
 
     evaluation_started = time.perf_counter()
@@ -165,6 +167,9 @@ def main(argv=None) -> int:
     setup_logging(Path(args.out) / "training.log")
     started = time.perf_counter()
     log.info("training %s from %s", args.variant, args.captions or args.data)
+    variants = list(EMBEDDING_KINDS) if args.variant == "all" else [args.variant]
+    for variant in variants:  # a publish killed between its two renames leaves <out>/<variant>/ missing
+        restore_bundle(Path(args.out) / variant)
 
     corpus = corpus_from_args(args)
     if args.limit_images:
@@ -179,7 +184,6 @@ def main(argv=None) -> int:
     vocab = Vocabulary.build(train_captions, min_count=args.min_count)
     log.info("vocabulary: %d words seen at least %d times in the training captions", len(vocab), args.min_count)
 
-    variants = list(EMBEDDING_KINDS) if args.variant == "all" else [args.variant]
     results = [train_variant(v, args, corpus, encoder, features, index, vocab) for v in variants]
     total = time.perf_counter() - started
     summary = {"features_seconds": round(feature_seconds, 1), "variants": results, "total_seconds": round(total, 1)}
