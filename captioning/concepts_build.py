@@ -43,11 +43,14 @@ DOMINANT_LEXNAMES = THING_LEXNAMES + ("noun.quantity",)
 SCENE_ROOTS = {
     4341686: "structure, construction (buildings, bridges, fences, shops; area: patio, altar)",
 }
-# Classes whose WordNet synset files them away from the word their photos show: ImageNet's
-# "projectile, missile" and "space shuttle" photos are rockets (WordNet: weapon; craft).
+# Synsets (and every class below them) whose photos captions name by a word the walk cannot
+# choose: ImageNet's "projectile, missile" and "space shuttle" photos are rockets (WordNet files
+# them under weapon and craft); big cats are "cat" (a lemma of WordNet's big_cat, but not the
+# word's first sense, so :func:`means` rejects it).
 PREFERRED_WORDS = {
     4008634: "rocket",  # projectile, missile
     4266014: "rocket",  # space shuttle
+    2127808: "cat",  # big cat: lion, tiger, leopard, jaguar, cheetah, snow leopard
 }
 # Hypernyms too general or too ambiguous to say what a photo shows; they are skipped on the
 # chain so that a more specific word is chosen (or none).
@@ -136,8 +139,9 @@ def concept_word(nouns: dict[int, Synset], senses: dict[str, list[int]], offset:
     scene = next((root for root in SCENE_ROOTS if root in chain), None)
     if scene is not None:
         return None, None, f"scene ({SCENE_ROOTS[scene].split(' (')[0]})"
-    if offset in PREFERRED_WORDS:
-        return PREFERRED_WORDS[offset], offset, ""
+    preferred = next((node for node in chain if node in PREFERRED_WORDS), None)
+    if preferred is not None:
+        return PREFERRED_WORDS[preferred], None, ""
     best: tuple[int, str, int] | None = None
     for node in chain:  # nearest first, so a tie in rank keeps the more specific synset
         for lemma in nouns[node].lemmas:
@@ -166,7 +170,7 @@ def build_mapping(vocab_words: list[str], wordnet_dir: Path = WORDNET_DIR) -> di
         if word is None:
             unmapped.setdefault(reason, []).append(index)
         else:  # a preferred word's synonyms come from where the WordNet walk finds it, if anywhere
-            sources.setdefault(word, set()).update([] if offset in PREFERRED_WORDS else [source])
+            sources.setdefault(word, set()).update([] if source is None else [source])
 
     synonyms: dict[str, list[str]] = {}
     for word, synsets in sorted(sources.items()):

@@ -112,22 +112,31 @@ class GuidedOutcome:
 
 def guided_caption(decoder: StepDecoder, features: np.ndarray, class_probs: np.ndarray | None,
                    beam_width: int, max_length: int, threshold: float = DEFAULT_THRESHOLD,
-                   margin: float = DEFAULT_MARGIN, max_concepts: int = MAX_CONCEPTS) -> GuidedOutcome:
+                   margin: float = DEFAULT_MARGIN, max_concepts: int = MAX_CONCEPTS,
+                   searched: dict | None = None) -> GuidedOutcome:
     """Plain beam search, then constrained beam search with the concepts it missed.
 
     Tries all missed concepts together, then the most probable one alone; keeps the first
     guided caption whose mean per-word log-probability is within ``margin`` of the plain
-    caption's, else the plain beam's n-best list.
+    caption's, else the plain beam's n-best list.  ``searched`` (a dict kept by the caller for
+    one image and settings) memoises the searches, so that tuning ``threshold`` and ``margin``
+    does not repeat them.
     """
     vocab = decoder.vocab
-    plain = decoder.beam_search(features, beam_width, max_length)
+    searched = {} if searched is None else searched
+    if "plain" not in searched:
+        searched["plain"] = decoder.beam_search(features, beam_width, max_length)
+    plain = searched["plain"]
     found = find_concepts(class_probs, vocab, threshold, max_concepts)
     missing = [c for c in found if not mentions(plain[0].ids, [vocab.index[w] for w in c.synonyms])]
     outcome = GuidedOutcome(plain, labels=found)
     attempts = [missing] + ([missing[:1]] if len(missing) > 1 else [])
     for attempt in attempts if missing else []:
-        constraints = [[vocab.index[w] for w in c.synonyms] for c in attempt]
-        hyps = constrained_beam_search(decoder, features, constraints, beam_width, max_length)
+        key = tuple(c.word for c in attempt)
+        if key not in searched:
+            constraints = [[vocab.index[w] for w in c.synonyms] for c in attempt]
+            searched[key] = constrained_beam_search(decoder, features, constraints, beam_width, max_length)
+        hyps = searched[key]
         if hyps and per_word_logprob(plain[0]) - per_word_logprob(hyps[0]) <= margin:
             outcome.hyps, outcome.concepts = hyps, attempt
             break
