@@ -203,3 +203,20 @@ def test_no_command_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_guided_reports_labels_and_concepts():
+    """--method guided with a committed model: the caption names the cat, and the line carries the
+    encoder's top ImageNet labels and the concepts that guided it."""
+    model = ROOT / "weights" / "learned"
+    if not (model / "decoder.weights.h5").is_file():
+        pytest.skip("no committed weights")
+    result = run_cli("caption", "--model", model, "--method", "guided", "demo/examples/chelsea_cat.jpg")
+    assert result.returncode == 0, result.stderr
+    (line,) = json_lines(result.stdout)
+    assert set(line) == {"image", "caption", "candidates", "labels", "concepts", "fallback", "rejected_concepts"}
+    assert "cat" in line["caption"].split() and line["concepts"] == ["cat"] and line["fallback"] is False
+    assert line["candidates"][0][0] == line["caption"]
+    names = [name for name, _ in line["labels"]]
+    assert len(names) == 5 and "Egyptian Mau" in names
+    assert all(0.0 <= p <= 1.0 for _, p in line["labels"])

@@ -71,3 +71,25 @@ def test_not_a_checkpoint(tmp_path):
     path.write_bytes(buffer.getvalue())
     with pytest.raises(CheckpointError):
         load_legacy_state_dict(path)
+
+
+def test_analyse_gives_the_same_features_and_class_probabilities_in_one_pass(encoder, sample_images):
+    """Features from the two-output pass are bit-identical to encode()'s (feature caches depend on
+    it), and the class probabilities are the classifier's softmax."""
+    images = sample_images[:3]
+    features, probs = encoder.analyse_batch(images)
+    np.testing.assert_array_equal(features, encoder.encode(images))
+    assert probs.shape == (3, 1000) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    one_features, one_probs = encoder.analyse(images[0])
+    np.testing.assert_array_equal(one_features, encoder.features(images[0]))
+    np.testing.assert_allclose(one_probs, probs[0], atol=1e-6)
+    classifier = load_imagenet_weights(build_efficientnet_lite0(include_top=True))
+    logits = classifier.predict(preprocess(np.stack([encoder.pixels(im) for im in images])), verbose=0)
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probs, expected / expected.sum(axis=1, keepdims=True), atol=1e-5)
+
+
+def test_analyse_sees_the_cat(encoder):
+    _, probs = encoder.analyse(getattr(skimage_data, "chelsea")())
+    assert int(np.argmax(probs)) in PHOTOS["chelsea"]

@@ -1,0 +1,128 @@
+"""Guided decoding: constrained beam search against facts that must hold on toy bigram models
+(no constraints: exactly beam search; every answer meets every constraint; a wide beam finds the
+best constrained caption that exhaustive search finds), and the committed models name what the
+encoder sees in the three demo photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from captioning.guided import constrained_beam_search, guided_caption, per_word_logprob
+from test_decoding import LENGTH_PENALTY, BigramDecoder, exhaustive, random_table, toy_vocab
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("learned", "fasttext", "word2vec")
+
+
+def toy(seed: int) -> BigramDecoder:
+    vocab = toy_vocab()
+    return BigramDecoder(random_table(vocab, seed), vocab)
+
+
+def ids(decoder, *words) -> list[int]:
+    return [decoder.vocab.index[w] for w in words]
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("width", (1, 2, 3, 5))
+def test_no_constraints_is_exactly_beam_search(seed, width):
+    decoder = toy(seed)
+    plain = decoder.beam_search(np.zeros(1), width, 6)
+    guided = constrained_beam_search(decoder, np.zeros(1), [], width, 6)
+    assert [(h.ids, h.word_logprobs, h.finished) for h in guided] == [(h.ids, h.word_logprobs, h.finished) for h in plain]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_every_caption_meets_every_constraint(seed):
+    decoder = toy(seed)
+    constraints = [ids(decoder, "b"), ids(decoder, "c")]
+    hyps = constrained_beam_search(decoder, np.zeros(1), constraints, 3, 6)
+    assert hyps
+    for h in hyps:
+        assert all(set(h.ids) & set(c) for c in constraints), decoder.vocab.decode(h.ids)
+    scores = [h.score(LENGTH_PENALTY) for h in hyps]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("words", (["a"], ["c"], ["a|b"], ["b", "c"]))
+def test_wide_constrained_beam_is_exhaustive_search(seed, words):
+    """With a beam wider than every prefix, the answer is the best of all captions that meet the
+    constraints (a constraint "a|b" is met by either word)."""
+    decoder = toy(seed)
+    max_length = 4
+    constraints = [ids(decoder, *w.split("|")) for w in words]
+    meets = [h for h in exhaustive(decoder, max_length) if all(set(h.ids) & set(c) for c in constraints)]
+    wide = 4 ** max_length
+    hyps = constrained_beam_search(decoder, np.zeros(1), constraints, wide, max_length)
+    np.testing.assert_allclose([h.score(LENGTH_PENALTY) for h in hyps],
+                               [h.score(LENGTH_PENALTY) for h in meets[:len(hyps)]], rtol=0, atol=1e-9)
+    assert len(hyps) == len(meets)
+    # The constrained best is never better than the unconstrained best.
+    (best,) = decoder.beam_search(np.zeros(1), wide, max_length, n_best=1)
+    assert hyps[0].score(LENGTH_PENALTY) <= best.score(LENGTH_PENALTY) + 1e-12
+
+
+def test_constraint_forces_an_unlikely_word():
+    """A word plain beam search never picks is in the guided caption."""
+    from test_decoding import table_from
+
+    vocab = toy_vocab()
+    table = table_from({"<start>": {"a": 0.9, "c": 0.1}, "a": {"<end>": 0.9, "b": 0.1},
+                        "b": {"<end>": 1.0}, "c": {"<end>": 1.0}}, vocab)
+    decoder = BigramDecoder(table, vocab)
+    assert vocab.decode(decoder.beam_search(np.zeros(1), 2, 5)[0].ids) == "a"
+    (best, *_) = constrained_beam_search(decoder, np.zeros(1), [ids(decoder, "b")], 2, 5)
+    assert vocab.decode(best.ids) == "a b" and best.logprob == pytest.approx(np.log(0.9 * 0.1 * 1.0))
+    assert constrained_beam_search(decoder, np.zeros(1), [ids(decoder, "b"), ids(decoder, "c")], 2, 5) == []
+
+
+# -- the committed models on the demo photos -------------------------------------------------------
+DEMO = ROOT / "demo" / "examples"
+NAMES = {"chelsea_cat.jpg": {"cat", "cats"}, "coffee.jpg": {"coffee", "cup", "cups", "mug"}, "rocket.jpg": {"rocket"}}
+
+
+@pytest.fixture(scope="module")
+def real_captioners(encoder):
+    from captioning import Captioner
+
+    if not all((ROOT / "weights" / v / "decoder.weights.h5").is_file() for v in VARIANTS):
+        pytest.skip("no committed weights")
+    return {v: Captioner.load(ROOT / "weights" / v, encoder=encoder) for v in VARIANTS}
+
+
+@pytest.mark.parametrize("photo", sorted(NAMES))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_guided_names_what_the_encoder_sees(real_captioners, photo, variant):
+    captioner = real_captioners[variant]
+    result = captioner.describe(DEMO / photo, method="guided", beam_width=3)
+    assert set(result.words) & NAMES[photo], f"{variant} {photo}: {result.caption!r} (concepts {result.concepts})"
+    assert result.labels and result.labels[0][1] >= result.labels[-1][1]
+    assert result.candidates[0][0] == result.caption
+    # Greedy and beam report no concepts.
+    for method in ("greedy", "beam"):
+        other = captioner.describe(DEMO / photo, method=method, beam_width=3)
+        assert other.concepts == [] and other.fallback is False and other.labels == []
+
+
+def test_guided_without_class_probs_is_plain_beam(real_captioners, encoder):
+    captioner = real_captioners["learned"]
+    features = encoder.features(DEMO / "chelsea_cat.jpg")
+    beam = captioner.describe_features(features, "beam", 3)
+    guided = captioner.describe_features(features, "guided", 3)
+    assert guided.caption == beam.caption and guided.candidates == beam.candidates and guided.concepts == []
+
+
+def test_fallback_keeps_the_plain_caption_when_the_guided_one_scores_far_worse(real_captioners, encoder):
+    captioner = real_captioners["learned"]
+    features, probs = encoder.analyse(DEMO / "chelsea_cat.jpg")
+    plain = captioner.describe_features(features, "beam", 3)
+    strict = captioner.describe_features(features, "guided", 3, class_probs=probs, margin=-1.0)  # nothing is close enough
+    assert strict.caption == plain.caption and strict.fallback and strict.rejected_concepts == ["cat"]
+    loose = captioner.describe_features(features, "guided", 3, class_probs=probs, margin=np.inf)
+    assert loose.concepts == ["cat"] and not loose.fallback and "cat" in loose.words
+    outcome = guided_caption(captioner.decoder, features, probs, 3, captioner.max_length, margin=np.inf)
+    assert per_word_logprob(outcome.hyps[0]) <= per_word_logprob(captioner.decoder.beam_search(features, 3, captioner.max_length)[0])
