@@ -19,21 +19,21 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import gradio as gr
-from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from captioning import ImageError
 from captioning.bundle import BundleError
 from demo import ui
-from demo.models import (LABELS, MAX_BEAM_WIDTH, MAX_UPLOAD_BYTES, VARIANTS, ModelSet, SettingsError,
+from demo.admission import Busy
+from demo.api import add_json_api
+from demo.models import (DEFAULT_BEAM_WIDTH, LABELS, MAX_BEAM_WIDTH, VARIANTS, ModelSet, SettingsError,
                          weights_dir_from_env)
+from demo.uploads import MAX_UPLOAD_BYTES, BodyLimit, UploadedImage
 
 log = logging.getLogger("demo")
 
 HERE = Path(__file__).resolve().parent
 QUEUE_SIZE = 32  # waiting requests beyond this are turned away with "queue full"
-DEFAULT_BEAM_WIDTH = 3
 
 
 class _Outputs:
@@ -59,6 +59,8 @@ class _Outputs:
 
 
 def _user_error(exc: Exception) -> gr.Error:
+    if isinstance(exc, Busy):
+        return gr.Error(f"{str(exc)[:1].upper()}{str(exc)[1:]}.", title="Busy", print_exception=False)
     if isinstance(exc, ImageError):
         return gr.Error(f"Cannot caption this image: {str(exc).rstrip('.')}.", title="Unusable image",
                         print_exception=False)
@@ -71,8 +73,8 @@ def build_demo(models: ModelSet) -> gr.Blocks:
 
     def run(image, method, beam_width, max_length) -> list:
         try:
-            return out.values(models.caption(image, method, beam_width, max_length))
-        except (ImageError, SettingsError) as exc:
+            return out.values(models.caption(image, models.settings(method, beam_width, max_length)))
+        except (ImageError, SettingsError, Busy) as exc:
             raise _user_error(exc) from None
         except Exception:
             log.exception("captioning failed")
@@ -102,7 +104,7 @@ def build_demo(models: ModelSet) -> gr.Blocks:
     def caption_example(image, method, beam_width, max_length):
         # Cached once per example, on first use. An example also sets the controls to the settings it
         # was cached with, so the photo's change event (which fills the n-best tables) agrees with it.
-        return out.values(models.caption(image, method, beam_width, max_length), nbest=False)
+        return out.values(models.caption(image, models.settings(method, beam_width, max_length)), nbest=False)
 
     def neighbours(word):
         word = (word or "").strip().lower()
@@ -136,8 +138,8 @@ def build_demo(models: ModelSet) -> gr.Blocks:
             out.summary = gr.Markdown(elem_id="summary", elem_classes="timing", render=False)
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3, min_width=300):
-                    photo = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None,
-                                     label="Photo", height=340, elem_id="photo")
+                    photo = UploadedImage(sources=["upload", "webcam", "clipboard"], image_mode=None, label="Photo",
+                                          height=340, elem_id="photo")
                 with gr.Column(scale=2, min_width=260):
                     method = gr.Radio([("Greedy", "greedy"), ("Beam search", "beam")], value="greedy",
                                       label="Decoding", elem_id="method")
@@ -149,7 +151,7 @@ def build_demo(models: ModelSet) -> gr.Blocks:
                         gr.Examples([[path, "beam", DEFAULT_BEAM_WIDTH, longest] for path in ui.example_files()],
                                     inputs=[photo, method, beam_width, max_length], visible_columns=[0],
                                     outputs=out.all(nbest=False), fn=caption_example, cache_examples=True,
-                                    cache_mode="lazy", preprocess=False, examples_per_page=8,
+                                    cache_mode="lazy", examples_per_page=8,
                                     label="Examples: public-domain photos, shown with beam search",
                                     elem_id="examples")
             length_state = gr.State(longest)
@@ -203,9 +205,9 @@ def build_demo(models: ModelSet) -> gr.Blocks:
         gr.on([photo.change, method.input, beam_width.release], lambda n: n, inputs=max_length,
               outputs=length_state, queue=False, api_visibility="private", trigger_mode="always_last").then(
             caption, inputs=[photo, method, beam_width, length_state], outputs=out.all(), api_name="caption",
-            preprocess=False, concurrency_limit=1, concurrency_id="models")
+            concurrency_limit=1, concurrency_id="models")
         max_length.release(recaption, inputs=[photo, method, beam_width, max_length], outputs=out.all(),
-                           preprocess=False, concurrency_limit=1, concurrency_id="models", api_visibility="private")
+                           concurrency_limit=1, concurrency_id="models", api_visibility="private")
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return demo
 
@@ -226,59 +228,30 @@ def _examples_cache(models: ModelSet):
             os.environ["GRADIO_EXAMPLES_CACHE"] = original
 
 
-# -- HTTP ------------------------------------------------------------------------------------
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-def add_json_api(api: FastAPI, models: ModelSet) -> None:
-    """POST /api/caption (multipart: image, method, beam_width[, max_length]) and GET /api/health."""
-
-    @api.middleware("http")
-    async def limit_upload_size(request: Request, call_next):
-        if request.url.path == "/api/caption":
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 64 * 1024:
-                return _error(413, f"the upload is too big; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
-        return await call_next(request)
-
-    @api.get("/api/health")
-    def health():
-        return {"status": "ok", "models": list(VARIANTS), "max_length": models.max_length}
-
-    @api.post("/api/caption")
-    async def caption(image: UploadFile | None = File(None), method: str = Form("greedy"),
-                      beam_width: str = Form(str(DEFAULT_BEAM_WIDTH)), max_length: str | None = Form(None)):
-        """Caption one photo with the three models: {"learned", "fasttext", "word2vec", "timings", ...}."""
-        try:
-            models.settings(method, beam_width, max_length)
-        except SettingsError as exc:
-            return _error(422, str(exc))
-        if image is None:
-            return _error(422, "no image: send the photo as the multipart field 'image'")
-        data = await image.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            return _error(413, f"the image is too big; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
-        try:
-            result = await run_in_threadpool(models.caption, data, method, beam_width, max_length)
-        except ImageError as exc:
-            return _error(400, f"cannot caption this image: {exc}")
-        except SettingsError as exc:
-            return _error(422, str(exc))
-        except Exception:
-            log.exception("captioning failed")
-            return _error(500, "captioning failed; the server logged the details")
-        return result.as_json()
-
-
 def create_app(weights_dir=None, models: ModelSet | None = None) -> FastAPI:
     """The whole app: JSON routes under /api, the Gradio UI at /. Loads the models once, here."""
     models = models or ModelSet.load(weights_dir or weights_dir_from_env(default=HERE / "weights"))
     api = FastAPI(title="Image captioning demo", docs_url="/api/docs", openapi_url="/api/openapi.json")
-    api.state.models = models
+    api.add_middleware(BodyLimit)
     add_json_api(api, models)
-    return gr.mount_gradio_app(api, build_demo(models), path="/", max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False,
-                               css=ui.CSS, theme=gr.themes.Soft(), show_error=False, footer_links=["api"])
+    demo = build_demo(models)
+    app = gr.mount_gradio_app(api, demo, path="/", max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False,
+                              css=ui.CSS, theme=gr.themes.Soft(), show_error=True, footer_links=["api"])
+    # Gradio refuses files that were not uploaded through it only once Blocks.launch() has run
+    # (processing_utils._check_allowed returns early before); a mounted app never launches.
+    # show_error=True lets that refusal's reason through; our own handlers raise only gr.Error
+    # with messages meant for users and log anything unexpected.
+    demo.has_launched = True
+    return app
+
+
+def server_host(environ=os.environ) -> str:
+    """Where `python app.py` listens: GRADIO_SERVER_NAME if set; else every interface inside a
+    Hugging Face Space (SPACE_ID is set there; the Space's proxy must reach the container); else
+    loopback only, so a laptop does not expose the demo to its network by accident."""
+    if environ.get("GRADIO_SERVER_NAME"):
+        return environ["GRADIO_SERVER_NAME"]
+    return "0.0.0.0" if environ.get("SPACE_ID") else "127.0.0.1"
 
 
 @functools.cache
@@ -297,7 +270,7 @@ def main() -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    host = server_host()
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     try:
         application = _default_app()

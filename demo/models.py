@@ -10,12 +10,9 @@ factory and hands it to the UI and the HTTP routes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 import os
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,13 +22,15 @@ import numpy as np
 
 from captioning import Captioner, CaptionResult, ImageError
 
+from .admission import Admission
+
 log = logging.getLogger("demo")
 
 VARIANTS = ("learned", "fasttext", "word2vec")
 LABELS = {"learned": "Learned embedding", "fasttext": "FastText", "word2vec": "Word2Vec"}
 METHODS = ("greedy", "beam")
 MAX_BEAM_WIDTH = 10
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # also the Gradio upload limit
+DEFAULT_BEAM_WIDTH = 3
 FEATURE_CACHE_SIZE = 32
 
 WEIGHTS_DIR_ENV = "CAPTION_WEIGHTS_DIR"
@@ -102,6 +101,8 @@ def download_weights(repo_id: str, revision: str | None = None) -> Path:
 def _whole_number(value, name: str, top: int) -> int:
     """``value`` (a number or a form string) as an int in 1..top, else SettingsError."""
     problem = SettingsError(f"{name} must be a whole number from 1 to {top}, not {value!r}")
+    if isinstance(value, bool) or (isinstance(value, str) and not value.isascii()):  # True, '７'
+        raise problem
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -121,55 +122,19 @@ def check_settings(method, beam_width, max_length, longest: int) -> Settings:
     return Settings(method, width, length)
 
 
-def read_image_bytes(image) -> bytes | None:
-    """Bytes of an uploaded image: a Gradio file payload (dict with 'path' or a data: 'url'),
-    a path, or bytes. None when there is no image.  Raises ImageError for oversized files."""
-    if image is None:
-        return None
-    if hasattr(image, "model_dump"):  # a Gradio FileData / ImageData object
-        image = image.model_dump()
-    if isinstance(image, dict):
-        if image.get("path"):
-            image = image["path"]
-        elif str(image.get("url") or "").startswith("data:"):
-            try:
-                data = base64.b64decode(image["url"].split(",", 1)[1], validate=False)
-            except (IndexError, binascii.Error):
-                raise ImageError("the image data URL is not valid base64") from None
-            _check_bytes(len(data))
-            return data
-        else:
-            return None
-    if isinstance(image, (bytes, bytearray)):
-        _check_bytes(len(image))
-        return bytes(image)
-    if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise ImageError(f"no such image file: {path.name}")
-        _check_bytes(path.stat().st_size)
-        return path.read_bytes()
-    raise ImageError(f"unsupported image input of type {type(image).__name__}")
-
-
-def _check_bytes(size: int) -> None:
-    if size > MAX_UPLOAD_BYTES:
-        raise ImageError(f"the file is too big ({size / 2**20:.1f} MB); the limit is "
-                         f"{MAX_UPLOAD_BYTES // 2**20} MB")
-
-
 class ModelSet:
     """The shared image encoder and the three captioners, plus a small cache of image features
     (a control change re-decodes the current image without encoding it again)."""
 
-    def __init__(self, captioners: dict[str, Captioner], source: Path | None = None):
+    def __init__(self, captioners: dict[str, Captioner], source: Path | None = None,
+                 admission: Admission | None = None):
         missing = [v for v in VARIANTS if v not in captioners]
         if missing:
             raise ValueError(f"missing model(s): {', '.join(missing)}")
         self.captioners = {v: captioners[v] for v in VARIANTS}
         self.encoder = self.captioners[VARIANTS[0]].encoder
         self.source = source
-        self._lock = threading.Lock()  # one image at a time through the CPU-bound models
+        self.admission = admission or Admission()  # one image at a time, a bounded queue behind it
         self._features: OrderedDict[str, np.ndarray] = OrderedDict()
         self._projections: dict[tuple[str, int], tuple[list[str], np.ndarray, np.ndarray]] = {}
 
@@ -207,23 +172,22 @@ class ModelSet:
         """The longest caption (in words) every model can be asked for."""
         return min(c.max_length for c in self.captioners.values())
 
-    def settings(self, method="greedy", beam_width=3, max_length=None) -> Settings:
+    def settings(self, method="greedy", beam_width=DEFAULT_BEAM_WIDTH, max_length=None) -> Settings:
         return check_settings(method, beam_width, max_length, self.max_length)
 
-    def caption(self, image, method="greedy", beam_width=3, max_length=None) -> CaptionSet:
-        """Encode ``image`` once and caption it with the three models.
+    def caption(self, image, settings: Settings) -> CaptionSet:
+        """Encode ``image`` (encoded bytes, a PIL image or an RGB array) once and caption it with
+        the three models, with ``settings`` from :meth:`settings`.
 
-        Raises SettingsError for bad settings and ImageError (with a message fit
-        for users) for anything that is not a usable image, including no image.
+        Raises ImageError (with a message fit for users) for anything that is not a usable
+        image, including no image, and admission.Busy when too many requests wait already.
         """
-        settings = self.settings(method, beam_width, max_length)
-        data = image if _is_decoded(image) else read_image_bytes(image)
-        if data is None or (isinstance(data, bytes) and not data):
-            raise ImageError("no image: upload a photo (or take one with the webcam)" if data is None
+        if image is None or (isinstance(image, bytes) and not image):
+            raise ImageError("no image: upload a photo (or take one with the webcam)" if image is None
                              else "the file is empty")
-        with self._lock:
+        with self.admission.turn():
             started = time.perf_counter()
-            features, cached = self._encode(data)
+            features, cached = self._encode(image)
             encode_seconds = time.perf_counter() - started
             results = {name: c.describe_features(features, settings.method, settings.beam_width, settings.max_length)
                        for name, c in self.captioners.items()}
@@ -283,11 +247,3 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     signs = np.sign(coords[np.abs(coords).argmax(axis=0), range(2)])
     signs[signs == 0] = 1
     return coords * signs, np.pad(ratio, (0, 2 - len(ratio)))
-
-
-def _is_decoded(image) -> bool:
-    """A PIL image or numpy array (already decoded, e.g. from library users)."""
-    from PIL import Image
-
-    return isinstance(image, (Image.Image, np.ndarray))
-

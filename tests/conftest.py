@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -83,13 +84,43 @@ def weights(request) -> tuple[Path, bool]:
 
 @contextlib.contextmanager
 def served_app(weights_dir: Path, folder: Path, command: str):
-    """The app on a free loopback port (`python app.py` or `uvicorn app:app`), with its example cache
-    and log in ``folder``; yields {"url", "examples_cache", "log"}."""
+    """The app on a free loopback port (`python app.py` or `uvicorn app:app`), with its example cache,
+    Gradio upload folder, temp folder and log in ``folder``; yields {"url", "examples_cache",
+    "uploads", "tmp", "log"}."""
     from demo.server import running_app
 
-    cache, log = folder / "examples_cache", folder / "server.log"
-    with running_app(weights_dir, command=command, log_file=log, env={"GRADIO_EXAMPLES_CACHE": str(cache)}) as url:
-        yield {"url": url, "examples_cache": cache, "log": log}
+    paths = {name: folder / name for name in ("examples_cache", "uploads", "tmp")}
+    for path in paths.values():
+        path.mkdir(exist_ok=True)
+    log = folder / "server.log"
+    env = {"GRADIO_EXAMPLES_CACHE": str(paths["examples_cache"]), "GRADIO_TEMP_DIR": str(paths["uploads"]),
+           "TMPDIR": str(paths["tmp"])}
+    with running_app(weights_dir, command=command, log_file=log, env=env) as url:
+        yield {"url": url, "log": log, **paths}
+
+
+def tracebacks_through_our_code(log_text: str) -> list[str]:
+    """The tracebacks in a server log that pass through this project's code (app.py, demo/,
+    captioning/): an exception our handlers let escape. Gradio's own refusals of bad input
+    (a slider value out of range, a file that was not uploaded) print tracebacks too, wholly
+    inside Gradio; those are not counted."""
+    ours = re.compile(r'File "' + re.escape(str(ROOT)) + r'/(?!\.venv/)[^"]+"')
+    blocks = re.split(r"(?m)^(?=Traceback \(most recent call last\):)", log_text)
+    return [b[:3000] for b in blocks if b.startswith("Traceback") and ours.search(b.split("\n\n")[0])]
+
+
+@pytest.fixture(scope="session")
+def server(weights, tmp_path_factory):
+    """`python app.py` with the committed weights (or the tiny models), shared by the app tests."""
+    with served_app(weights[0], tmp_path_factory.mktemp("app"), command="python") as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    import gradio_client
+
+    return gradio_client.Client(server["url"] + "/", verbose=False)
 
 
 @pytest.fixture

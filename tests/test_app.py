@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from bad_inputs import CASES, ERROR, ERROR_HINTS, write_bad_inputs
-from demo.models import MAX_UPLOAD_BYTES, VARIANTS, SettingsError, check_settings, pca_2d, read_image_bytes
-from conftest import served_app
+from demo.models import VARIANTS, SettingsError, check_settings, pca_2d
+from conftest import tracebacks_through_our_code
 from demo.server import ROOT
+from demo.uploads import MAX_UPLOAD_BYTES
 
 httpx = pytest.importorskip("httpx")
 gradio_client = pytest.importorskip("gradio_client")
@@ -25,17 +26,6 @@ gradio_client = pytest.importorskip("gradio_client")
 EXAMPLES = ROOT / "demo" / "examples"
 PHOTO = EXAMPLES / "chelsea_cat.jpg"
 OTHER_PHOTO = EXAMPLES / "rocket.jpg"
-
-
-@pytest.fixture(scope="module")
-def server(weights, tmp_path_factory):
-    with served_app(weights[0], tmp_path_factory.mktemp("app"), command="python") as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return gradio_client.Client(server["url"] + "/", verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -147,17 +137,18 @@ def test_no_image(client, server):
 
 
 @pytest.mark.parametrize("method, width, hint", [
-    ("sideways", 3, "method"), ("", 3, "method"), ("beam", 0, "beam_width"), ("beam", 11, "beam_width"),
-    ("beam", 2.5, "beam_width"),
+    ("sideways", 3, "method|choices"), ("", 3, "method|choices"), ("beam", 0, "beam_width|minimum"),
+    ("beam", 11, "beam_width|maximum"), ("beam", 2.5, "beam_width"),
 ])
 def test_bad_settings(client, server, method, width, hint):
+    """Refused with a reason, by Gradio's own input checks or ours."""
     with pytest.raises(Exception, match=hint):
         predict(client, PHOTO, method, width)
     if method == "":
         return  # an empty form field reads as absent over HTTP: the default, greedy, applies
     answer = post(server, PHOTO, method, width)
     assert answer.status_code == 422, answer.text
-    assert hint in answer.json()["error"]
+    assert re.search(hint, answer.json()["error"]), answer.text
 
 
 @pytest.mark.parametrize("fields", [{"beam_width": "many"}, {"max_length": "0"}, {"max_length": "1000"}])
@@ -184,9 +175,8 @@ def test_not_multipart(server, client):
     assert_still_serving(client)
 
 
-def test_no_traceback_in_server_log(server):
-    log = server["log"].read_text(errors="replace")
-    assert "Traceback" not in log, log[-3000:]
+def test_no_traceback_from_our_code_in_server_log(server):
+    assert tracebacks_through_our_code(server["log"].read_text(errors="replace")) == []
 
 
 # -- helpers, no server needed ---------------------------------------------------------------------------
@@ -197,14 +187,6 @@ def test_check_settings():
                 ("beam", None, None), ("beam", 3, "1.5")]:
         with pytest.raises(SettingsError):
             check_settings(*bad, 20)
-
-
-def test_read_image_bytes(tmp_path):
-    photo = tmp_path / "p.jpg"
-    photo.write_bytes(b"abc")
-    assert read_image_bytes({"path": str(photo)}) == b"abc"
-    assert read_image_bytes({"url": "data:image/png;base64,YWJj"}) == b"abc"
-    assert read_image_bytes(None) is None and read_image_bytes({"path": None}) is None
 
 
 def test_pca_2d_projects_onto_main_axes():

@@ -4,6 +4,12 @@ clients, bounded in count and time, on loopback only.
     python -m training.load_test --start                      # start `python app.py` on a free port, test it, stop it
     python -m training.load_test --start --weights /tmp/tiny  # ... with other models (CAPTION_WEIGHTS_DIR)
     python -m training.load_test --url http://127.0.0.1:7860 --pid 1234   # an app already running
+    python -m training.load_test --start --burst              # 64 clients at once, 9 MB uploads, beam 10
+
+--burst replays the overload of the security issue: 64 simultaneous beam-10 requests, each a
+9 MB upload. The app answers a bounded number and turns the rest away at once with 503 and
+Retry-After (counted as "turned away", not as errors); /api/health is polled throughout and
+its slowest answer reported.
 
 Each request is ``POST /api/caption`` (multipart ``image``, ``method``, ``beam_width``), the
 photos taken in turn from --images (default demo/examples/, else a few Flickr8k test
@@ -56,6 +62,7 @@ class Outcome:
     status: int | None  # None: no HTTP answer
     ok: bool
     error: str = ""
+    turned_away: bool = False  # 503 with Retry-After: the app's bounded queue was full
 
 
 @dataclass
@@ -67,7 +74,9 @@ class Report:
     beam_width: int
     unique_uploads: bool
     images: int
+    upload_mb: float | None = None  # each upload padded to this size
     answered: int = 0
+    turned_away: int = 0
     errors: int = 0
     not_sent: int = 0
     wall_seconds: float = 0.0
@@ -81,6 +90,8 @@ class Report:
     rss_peak_mb: float | None = None  # highest sample during the run
     rss_after_mb: float | None = None
     rss_growth_mb: float | None = None  # after - before
+    health_max_ms: float | None = None  # slowest GET /api/health answer during the run
+    health_failures: int = 0
     error_samples: list[str] = field(default_factory=list)
     sample_answer: dict | None = None
 
@@ -135,6 +146,10 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(rank, len(values)) - 1]
 
 
+def is_turned_away(response: httpx.Response) -> bool:
+    return response.status_code == 503 and "retry-after" in response.headers
+
+
 def check_answer(response: httpx.Response) -> tuple[bool, str]:
     if response.status_code != 200:
         return False, f"HTTP {response.status_code}: {response.text[:200]}"
@@ -163,6 +178,33 @@ def started_app(weights: str | None, startup_timeout: float, log_path: Path):
 
 
 # -- the load -----------------------------------------------------------------------------
+
+class HealthProbe(threading.Thread):
+    """GET /api/health every ``interval`` s; keeps the slowest answer and counts failures."""
+
+    def __init__(self, url: str, interval: float = 0.2, timeout: float = 10.0):
+        super().__init__(daemon=True)
+        self.url, self.interval, self.timeout = url.rstrip("/") + "/api/health", interval, timeout
+        self.slowest, self.failures = 0.0, 0
+        self._halt = threading.Event()
+
+    def run(self):
+        with httpx.Client(timeout=self.timeout) as client:
+            while not self._halt.is_set():
+                started = time.perf_counter()
+                try:
+                    ok = client.get(self.url).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.slowest = max(self.slowest, time.perf_counter() - started)
+                self.failures += not ok
+                self._halt.wait(self.interval)
+
+    def stop(self) -> tuple[float, int]:
+        self._halt.set()
+        self.join()
+        return self.slowest, self.failures
+
 
 class MemorySampler(threading.Thread):
     def __init__(self, pid: int | None, interval: float = 0.25):
@@ -202,15 +244,19 @@ def run_load(url: str, images: list[bytes], args, deadline: float) -> list[Outco
         data = images[index % len(images)]
         if not args.repeat_images:
             data = data + f"\n-- load test request {index} --".encode()
+        if args.pad_mb:  # bytes after the image's end, which decoders ignore
+            data = data + b"\0" * max(0, int(args.pad_mb * 2**20) - len(data))
         started = time.perf_counter()
+        turned_away = False
         try:
             response = client().post(endpoint, files={"image": (f"photo{index}.jpg", data, "image/jpeg")},
                                      data={"method": args.method, "beam_width": str(args.beam_width)})
             ok, error = check_answer(response)
             status = response.status_code
+            turned_away = args.allow_busy and is_turned_away(response)
         except httpx.HTTPError as exc:
             ok, error, status = False, f"{type(exc).__name__}: {exc}", None
-        return Outcome(index, time.perf_counter() - started, status, ok, error)
+        return Outcome(index, time.perf_counter() - started, status, ok, "" if turned_away else error, turned_away)
 
     try:
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
@@ -224,7 +270,8 @@ def summarise(report: Report, outcomes: list[Outcome | None], wall: float) -> Re
     sent = [o for o in outcomes if o is not None]
     report.not_sent = len(outcomes) - len(sent)
     report.answered = sum(o.ok for o in sent)
-    report.errors = len(sent) - report.answered
+    report.turned_away = sum(o.turned_away for o in sent)
+    report.errors = len(sent) - report.answered - report.turned_away
     report.wall_seconds = round(wall, 2)
     latencies = sorted(o.seconds * 1000 for o in sent if o.ok)
     if latencies:
@@ -233,7 +280,7 @@ def summarise(report: Report, outcomes: list[Outcome | None], wall: float) -> Re
         report.max_ms = round(latencies[-1], 1)
         report.mean_ms = round(statistics.fmean(latencies), 1)
         report.throughput_per_s = round(report.answered / wall, 2) if wall > 0 else None
-    report.error_samples = sorted({o.error for o in sent if not o.ok})[:5]
+    report.error_samples = sorted({o.error for o in sent if o.error})[:5]
     return report
 
 
@@ -248,9 +295,11 @@ def format_table(r: Report) -> str:
     rows = [
         ("endpoint", f"POST {r.url.rstrip('/')}/api/caption"),
         ("settings", f"{r.method}" + (f", beam width {r.beam_width}" if r.method == "beam" else "")
-         + f"; {r.images} photos, {'unique uploads' if r.unique_uploads else 'repeated files'}"),
+         + f"; {r.images} photos, {'unique uploads' if r.unique_uploads else 'repeated files'}"
+         + (f", each {r.upload_mb:g} MB" if r.upload_mb else "")),
         ("requests", f"{r.requests} from {r.concurrency} concurrent clients"),
         ("answered", f"{r.answered}"),
+        ("turned away", f"{r.turned_away} (503 with Retry-After)"),
         ("errors", f"{r.errors}" + (f" (+{r.not_sent} not sent: time limit)" if r.not_sent else "")),
         ("latency p50", ms(r.p50_ms)),
         ("latency p95", ms(r.p95_ms)),
@@ -262,6 +311,7 @@ def format_table(r: Report) -> str:
         ("RSS peak", mb(r.rss_peak_mb)),
         ("RSS after", mb(r.rss_after_mb)),
         ("RSS growth", growth),
+        ("health max", ms(r.health_max_ms) + f" (GET /api/health during the run; {r.health_failures} failed)"),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
@@ -290,9 +340,17 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="requests before measuring (default: %(default)s)")
     parser.add_argument("--max-growth-mb", type=float, default=100.0,
                         help="memory growth that fails the run (default: %(default)s)")
+    parser.add_argument("--pad-mb", type=float, default=0.0, help="pad each upload to this many MB")
+    parser.add_argument("--allow-busy", action="store_true",
+                        help="count 503 + Retry-After answers as 'turned away', not as errors")
+    parser.add_argument("--burst", action="store_true",
+                        help="64 requests from 64 clients at once, beam width 10, 9 MB uploads, --allow-busy")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--server-log", help="with --start: keep the app's output in this file")
     args = parser.parse_args(argv)
+    if args.burst:
+        args.requests = args.concurrency = 64
+        args.method, args.beam_width, args.pad_mb, args.allow_busy, args.warmup = "beam", 10, 9.0, True, 1
     if not 1 <= args.requests <= MAX_REQUESTS:
         parser.error(f"--requests must be between 1 and {MAX_REQUESTS}")
     if not 1 <= args.concurrency <= 64:
@@ -310,7 +368,8 @@ def load_test(url: str, pid: int | None, args) -> Report:
     image_files = find_images(args.images)
     images = [p.read_bytes() for p in image_files]
     report = Report(url=url, requests=args.requests, concurrency=args.concurrency, method=args.method,
-                    beam_width=args.beam_width, unique_uploads=not args.repeat_images, images=len(images))
+                    beam_width=args.beam_width, unique_uploads=not args.repeat_images, images=len(images),
+                    upload_mb=args.pad_mb or None)
     report.rss_start_mb = rss_mb(pid)
 
     with httpx.Client(timeout=args.timeout) as client:  # warm-up, one at a time; also a sample answer
@@ -325,12 +384,15 @@ def load_test(url: str, pid: int | None, args) -> Report:
             report.sample_answer = {k: body[k] for k in (*VARIANTS, "timings") if k in body}
     report.rss_before_mb = rss_mb(pid)
 
-    sampler = MemorySampler(pid)
+    sampler, probe = MemorySampler(pid), HealthProbe(url)
     sampler.start()
+    probe.start()
     started = time.perf_counter()
     outcomes = run_load(url, images, args, deadline=time.monotonic() + args.max_seconds)
     wall = time.perf_counter() - started
     report.rss_peak_mb = sampler.stop()
+    slowest_health, report.health_failures = probe.stop()
+    report.health_max_ms = round(slowest_health * 1000, 1)
     time.sleep(1.0)  # let the server finish freeing request buffers
     report.rss_after_mb = rss_mb(pid)
     if report.rss_before_mb is not None and report.rss_after_mb is not None:
@@ -358,7 +420,8 @@ def main(argv=None) -> int:
     print(format_table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(asdict(report), indent=2) + "\n")
-    failed = report.errors or report.not_sent or report.answered != args.requests
+    failed = report.errors or report.not_sent or report.answered + report.turned_away != args.requests
+    failed = failed or report.health_failures
     too_much = report.rss_growth_mb is not None and report.rss_growth_mb >= args.max_growth_mb
     return 1 if failed or too_much else 0
 
