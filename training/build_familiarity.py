@@ -1,0 +1,57 @@
+"""Build the familiarity reference (captioning.familiarity) from Flickr8k.
+
+    python -m training.build_familiarity --data ../shared/data/flickr8k [--out weights/familiarity.h5]
+
+Reads the train and test splits, takes their encoder features from the feature cache
+(cache/features-<encoder>.npz, shared with training.train; missing ones are extracted and
+added), fits the PCA on the training photos, scores the test photos against them and writes
+the reference.  The same features give the same file, byte for byte.
+
+The definition and why k = 5, 128 dimensions and the cut: captioning/familiarity.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from captioning.encoders import load_encoder
+from captioning.familiarity import Familiarity
+
+from .common import add_data_arguments, corpus_from_args, features_for, quiet_tensorflow, setup_logging
+
+log = logging.getLogger("training.build_familiarity")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arguments(parser)
+    parser.add_argument("--out", default="weights/familiarity.h5", help="reference file to write (default: %(default)s)")
+    parser.add_argument("--k", type=int, default=5, help="nearest training photos averaged (default: %(default)s)")
+    parser.add_argument("--dims", type=int, default=128, help="PCA components kept (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    quiet_tensorflow()
+    args = parse_args(argv)
+    setup_logging()
+    started = time.perf_counter()
+    corpus = corpus_from_args(args)
+    train, test = sorted(corpus.split("train")), sorted(corpus.split("test"))
+    encoder = load_encoder(args.encoder)
+    features, index = features_for(corpus, encoder, args.cache_dir, train + test)  # (N + M, F)
+    train_features = features[[index[n] for n in train]]
+    test_features = features[[index[n] for n in test]]
+    reference = Familiarity.fit(encoder.name, train_features, train, test_features, k=args.k, dims=args.dims)
+    reference.save(args.out)
+    size = Path(args.out).stat().st_size
+    log.info("%s: %d training photos, %d test photos, k=%d, %d dims, %.2f MB, %.1f s", args.out, len(train),
+             len(test), args.k, args.dims, size / 1e6, time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
