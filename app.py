@@ -6,12 +6,14 @@
 
 Models come from weights/ (or CAPTION_WEIGHTS_DIR), or from the Hugging Face Hub
 repository named by CAPTION_WEIGHTS_REPO; they are loaded once, when the app is built.
+This file is the page's layout and its wiring; the handlers' work is done by
+demo.models (captioning) and demo.ui (formatting), the JSON API lives in demo.api.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import io
 import logging
 import os
 from pathlib import Path
@@ -23,209 +25,185 @@ from fastapi import FastAPI
 
 from captioning import ImageError
 from captioning.bundle import BundleError
+from captioning.familiarity import FamiliarityError
+from captioning.settings import DEFAULT_BEAM_WIDTH, MAX_BEAM_WIDTH, METHODS, SettingsError
 from demo import ui
 from demo.admission import Busy
 from demo.api import add_json_api
-from demo.models import (DEFAULT_BEAM_WIDTH, LABELS, MAX_BEAM_WIDTH, VARIANTS, ModelSet, SettingsError,
-                         weights_dir_from_env)
+from demo.models import LABELS, VARIANTS, ModelSet, weights_dir_from_env
 from demo.uploads import MAX_UPLOAD_BYTES, BodyLimit, UploadedImage
 
 log = logging.getLogger("demo")
 
 HERE = Path(__file__).resolve().parent
-QUEUE_SIZE = 32  # waiting requests beyond this are turned away with "queue full"
-
-
-class _Outputs:
-    """The captioning event's output components, in order: the three captions first."""
-
-    def __init__(self):
-        self.captions, self.probs, self.nbest, self.timing = {}, {}, {}, {}
-        self.summary = None
-
-    def all(self, nbest: bool = True) -> list:
-        return ([self.captions[v] for v in VARIANTS] + [self.summary] + [self.probs[v] for v in VARIANTS]
-                + ([self.nbest[v] for v in VARIANTS] if nbest else []) + [self.timing[v] for v in VARIANTS])
-
-    @staticmethod
-    def values(result=None, nbest: bool = True) -> list:
-        """Values for all(nbest): blanks when ``result`` (a CaptionSet) is None."""
-        r = result.results if result else {}
-        beam = bool(result) and result.settings.method == "beam"
-        return ([r[v].caption if r else "" for v in VARIANTS] + [ui.summary_text(result)]
-                + [ui.word_probs_html(r.get(v), LABELS[v]) for v in VARIANTS]
-                + ([gr.update(value=ui.candidate_rows(r.get(v)), visible=beam) for v in VARIANTS] if nbest else [])
-                + [ui.timing_text(r.get(v)) for v in VARIANTS])
-
-
-def _user_error(exc: Exception) -> gr.Error:
-    if isinstance(exc, Busy):
-        return gr.Error(f"{str(exc)[:1].upper()}{str(exc)[1:]}.", title="Busy", print_exception=False)
-    if isinstance(exc, ImageError):
-        return gr.Error(f"Cannot caption this image: {str(exc).rstrip('.')}.", title="Unusable image",
-                        print_exception=False)
-    return gr.Error(str(exc), title="Bad setting", print_exception=False)
+QUEUE_SIZE = 32  # waiting page events beyond this are turned away with "queue full"
+LIVE_EVERY_SECONDS = 0.5  # a webcam frame every half second: ~2 caption grids a second
+LIVE_TIME_LIMIT_SECONDS = 120  # one live session, then the visitor presses record again
+LIVE_CAMERA = gr.WebcamOptions(mirror=False, constraints={"video": {"width": {"ideal": 640},
+                                                                     "height": {"ideal": 480}}})
+# On a phone the captions sit below the photo and the controls: bring them into view.
+SCROLL_TO_CAPTIONS = ("() => { if (window.innerWidth < 700) document.getElementById('caption-grid')"
+                      "?.scrollIntoView({behavior: 'smooth', block: 'start'}); }")
+API_DESCRIPTION = ("Caption one photo with the three models. method: 'greedy', 'beam' or 'guided'; beam_width "
+                   f"1-{MAX_BEAM_WIDTH}. Returns the learned, FastText and Word2Vec captions, then the details "
+                   "(words, probabilities, n-best, concepts, encoder labels). The same as plain HTTP: "
+                   "curl -F image=@photo.jpg -F method=beam -F beam_width=3 <this address>/api/caption")
 
 
 def build_demo(models: ModelSet) -> gr.Blocks:
     longest = models.max_length
-    out = _Outputs()
-
-    def run(image, method, beam_width, max_length) -> list:
-        try:
-            return out.values(models.caption(image, models.settings(method, beam_width, max_length)))
-        except (ImageError, SettingsError, Busy) as exc:
-            raise _user_error(exc) from None
-        except Exception:
-            log.exception("captioning failed")
-            raise gr.Error("Something went wrong while captioning this image (the server logged the details). "
-                           "Try another photo.", print_exception=False) from None
-
-    def caption(image, method, beam_width, max_length, evt: gr.EventData):
-        """Caption the image with the three models; returns the learned, FastText and Word2Vec captions
-        first, then details (summary, per-word probabilities, n-best lists, timings)."""
-        if image is None:
-            trigger = getattr(getattr(evt, "target", None), "_id", None)
-            if trigger == photo._id:  # the photo was removed: clear the outputs
-                return out.values()
-            if trigger is not None:  # a control moved with no photo in place
-                return no_photo_yet()
-            raise gr.Error("No image: send a photo to caption.", title="No image", print_exception=False)
-        return run(image, method, beam_width, max_length)
-
-    def recaption(image, method, beam_width, max_length):
-        """After the length slider moved: caption the current photo again, if there is one."""
-        return no_photo_yet() if image is None else run(image, method, beam_width, max_length)
-
-    def no_photo_yet() -> list:
-        gr.Warning("Add a photo first: upload one, take one with the webcam or pick an example.")
-        return out.values()
-
-    def caption_example(image, method, beam_width, max_length):
-        # Cached once per example, on first use. An example also sets the controls to the settings it
-        # was cached with, so the photo's change event (which fills the n-best tables) agrees with it.
-        return out.values(models.caption(image, models.settings(method, beam_width, max_length)), nbest=False)
-
-    def neighbours(word):
-        word = (word or "").strip().lower()
-        if not word:
-            raise gr.Error("Type a word to look up.", print_exception=False)
-        found = models.neighbours(word, k=10)
-        if all(v is None for v in found.values()):
-            gr.Warning(f"'{word}' is in none of the vocabularies (words seen at least a few times in the "
-                       "training captions). Try: " + ", ".join(ui.suggestion_words(models, 6)))
-        return [gr.update(value=ui.neighbour_rows(found[v]),
-                          label=f"nearest to '{word}'" if found[v] is not None else f"'{word}' not in vocabulary")
-                for v in VARIANTS]
 
     with gr.Blocks(title="Image captioning: three word embeddings compared", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as demo:  # uploads older than an hour are deleted hourly
-        gr.Markdown("# What do three caption models see?\n"
-                    "One image encoder, three LSTM decoders that differ only in their word embeddings "
-                    "(learned, FastText, Word2Vec). Drop in a photo, take one with the webcam, or pick an "
-                    "example, then compare greedy and beam search.")
-        with gr.Tab("Caption"):
-            # Outputs are made first (unrendered) so the examples, which need them, can sit under the photo.
-            for v in VARIANTS:
-                out.captions[v] = gr.Textbox(label=LABELS[v], lines=2, interactive=False, render=False,
-                                             elem_id=f"caption-{v}", buttons=["copy"])
-                out.timing[v] = gr.Markdown(elem_id=f"timing-{v}", elem_classes="timing", render=False)
-                out.probs[v] = gr.HTML(render=False, elem_id=f"probs-{v}")
-                out.nbest[v] = gr.Dataframe(headers=ui.CANDIDATE_HEADERS, label=f"{LABELS[v]}: beam search n-best",
-                                            datatype=["number", "str", "str"], interactive=False, wrap=True,
-                                            visible=False, column_widths=["12%", "63%", "25%"], render=False,
-                                            elem_id=f"nbest-{v}")
-            out.summary = gr.Markdown(elem_id="summary", elem_classes="timing", render=False)
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=3, min_width=300):
-                    photo = UploadedImage(sources=["upload", "webcam", "clipboard"], image_mode=None, label="Photo",
-                                          height=340, elem_id="photo")
-                with gr.Column(scale=2, min_width=260):
-                    method = gr.Radio([("Greedy", "greedy"), ("Beam search", "beam")], value="greedy",
-                                      label="Decoding", elem_id="method")
-                    beam_width = gr.Slider(1, MAX_BEAM_WIDTH, value=DEFAULT_BEAM_WIDTH, step=1, label="Beam width",
-                                           info="beam search keeps this many partial captions", elem_id="beam-width")
-                    max_length = gr.Slider(1, longest, value=longest, step=1, label="Maximum caption length (words)",
-                                           elem_id="max-length")
-                    with _examples_cache(models):
-                        gr.Examples([[path, "beam", DEFAULT_BEAM_WIDTH, longest] for path in ui.example_files()],
-                                    inputs=[photo, method, beam_width, max_length], visible_columns=[0],
-                                    outputs=out.all(nbest=False), fn=caption_example, cache_examples=True,
-                                    cache_mode="lazy", examples_per_page=8,
-                                    label="Examples: public-domain photos, shown with beam search",
-                                    elem_id="examples")
-            length_state = gr.State(longest)
-            # Captions side by side (stacked on a phone, still together), then each model's details.
-            with gr.Row(equal_height=True, elem_id="captions"):
-                for v in VARIANTS:
-                    with gr.Column(min_width=260):
-                        out.captions[v].render()
-                        out.timing[v].render()
-            out.summary.render()
-            with gr.Row(equal_height=False, elem_id="details"):
-                for v in VARIANTS:
-                    with gr.Column(min_width=260, elem_id=f"column-{v}"):
-                        out.probs[v].render()
-                        out.nbest[v].render()
-                        with gr.Accordion(f"{LABELS[v]}: test-set scores", open=True):
-                            gr.Markdown(ui.metrics_markdown(models.captioners[v].metrics), elem_classes="scores")
+        gr.Markdown(ui.intro_markdown())
+        with gr.Tabs() as tabs:
+            with gr.Tab("Caption", id="caption"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3, min_width=300):
+                        photo = UploadedImage(sources=["upload", "webcam", "clipboard"], image_mode=None, format="png",
+                                              label="Photo", height=320, elem_id="photo")
+                        gr.Examples(ui.example_files(), inputs=photo, examples_per_page=8, elem_id="examples",
+                                    label="Examples: public-domain photos (not from Flickr8k)")
+                    with gr.Column(scale=2, min_width=260):
+                        beam_width = gr.Slider(1, MAX_BEAM_WIDTH, value=DEFAULT_BEAM_WIDTH, step=1,
+                                               label="Beam width", elem_id="beam-width",
+                                               info="partial captions kept by beam and guided beam search")
+                        max_length = gr.Slider(1, longest, value=longest, step=1, elem_id="max-length",
+                                               label="Maximum caption length (words)")
+                        seen = gr.HTML(elem_id="seen")
+                grid = gr.HTML(ui.caption_grid_html(None), elem_id="caption-grid")
+                summary = gr.Markdown(elem_id="summary", elem_classes="timing")
+                with gr.Accordion("Word by word: how sure each model was, and the n-best lists", open=False):
+                    with gr.Row(equal_height=False):
+                        details = {v: gr.HTML(elem_id=f"details-{v}", min_height=0) for v in VARIANTS}
+                with gr.Accordion("Test-set scores of each model", open=False):
+                    with gr.Row(equal_height=False):
+                        for v in VARIANTS:
+                            gr.Markdown(f"**{LABELS[v]}**\n\n" + ui.metrics_markdown(models.captioners[v].metrics),
+                                        elem_classes="scores")
 
-        with gr.Tab("Embeddings"):
-            start_word = "dog" if "dog" in models.captioners["learned"].vocab else ui.suggestion_words(models, 1)[0]
-            gr.Markdown("Type a word to see its nearest neighbours (cosine similarity) in each model's "
-                        "embedding. Try: " + ", ".join(ui.suggestion_words(models)))
-            with gr.Row():
-                word = gr.Textbox(label="Word", value=start_word, scale=4, elem_id="word", submit_btn="Look up")
-            tables, plots = [], []
-            with gr.Row(equal_height=False):
-                for v in VARIANTS:
-                    with gr.Column(min_width=280):
-                        gr.Markdown(f"### {LABELS[v]}", elem_classes="model-title")
-                        tables.append(gr.Dataframe(value=ui.neighbour_rows(models.neighbours(start_word).get(v)),
-                                                   headers=ui.NEIGHBOUR_HEADERS, label=f"nearest to '{start_word}'",
-                                                   interactive=False, elem_id=f"neighbours-{v}"))
-                        plots.append(gr.Plot(ui.projection_figure(models, v), label="2-D PCA projection",
-                                             show_label=False, elem_id=f"projection-{v}"))
-            word.submit(neighbours, word, tables, api_name="neighbours", concurrency_limit=4)
+            with gr.Tab("Live", id="live"):
+                gr.Markdown("Press record: the captions follow the camera, about two updates a second "
+                            "(greedy, beam and guided, all three models). *Caption this frame* keeps the "
+                            "current frame on the Caption tab with all its details.")
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=300):
+                        live = UploadedImage(sources=["webcam"], streaming=True, webcam_options=LIVE_CAMERA,
+                                             label="Webcam", elem_id="live")
+                        keep = gr.Button("Caption this frame", elem_id="keep-frame")
+                    with gr.Column(scale=3, min_width=300):
+                        live_grid = gr.HTML(ui.caption_grid_html(None, "Start the webcam to caption it live."),
+                                            elem_id="live-grid")
+                last_frame, frames = gr.State(None), gr.State(0)
 
-        with gr.Tab("About"):
-            gr.Markdown(ui.about_intro(models))
-            with gr.Row(equal_height=False):
-                for v in VARIANTS:
-                    with gr.Column(min_width=280):
-                        gr.Markdown(ui.variant_markdown(v, models.captioners[v].config))
-            headers, rows = ui.results_table(models)
-            gr.Dataframe(value=rows, headers=headers, label="Test-set scores (higher is better)",
-                         interactive=False, elem_id="results")
-            gr.Plot(ui.loss_figure(models), label="Loss per epoch", show_label=False, elem_id="loss-curves")
+            with gr.Tab("Embeddings", id="embeddings"):
+                start_word = "dog" if "dog" in models.captioners["learned"].vocab else ui.suggestion_words(models, 1)[0]
+                gr.Markdown("Type a word to see its nearest neighbours (cosine similarity) in each model's "
+                            "embedding, highlighted on each model's map. Try: " + ", ".join(ui.suggestion_words(models)))
+                word = gr.Textbox(label="Word", value=start_word, elem_id="word", submit_btn="Look up")
+                found = models.neighbours(start_word)
+                neighbours = gr.HTML(ui.neighbours_html(found, start_word), elem_id="neighbours")
+                with gr.Row(equal_height=False):
+                    plots = {v: gr.Plot(_projection(models, v, start_word, found), show_label=False,
+                                        elem_id=f"projection-{v}", min_width=280) for v in VARIANTS}
 
-        # The captioning event, public API endpoint /caption: takes (image, method, beam_width). The maximum
-        # length comes from the session: the page copies the slider into it first; API callers get the
-        # models' limit.
-        gr.on([photo.change, method.input, beam_width.release], lambda n: n, inputs=max_length,
-              outputs=length_state, queue=False, api_visibility="private", trigger_mode="always_last").then(
-            caption, inputs=[photo, method, beam_width, length_state], outputs=out.all(), api_name="caption",
-            concurrency_limit=1, concurrency_id="models")
-        max_length.release(recaption, inputs=[photo, method, beam_width, max_length], outputs=out.all(),
-                           concurrency_limit=1, concurrency_id="models", api_visibility="private")
+            with gr.Tab("About", id="about"):
+                gr.Markdown(ui.about_intro(models))
+                with gr.Row(equal_height=False):
+                    for v in VARIANTS:
+                        with gr.Column(min_width=280):
+                            gr.Markdown(ui.variant_markdown(v, models.captioners[v].config))
+                headers, rows = ui.results_table(models)
+                gr.Dataframe(value=rows, headers=headers, label="Test-set scores (higher is better)",
+                             interactive=False, elem_id="results")
+                gr.Plot(ui.loss_figure(models), label="Loss per epoch", show_label=False, elem_id="loss-curves")
+
+        # The public `caption` endpoint for API clients: (image, method, beam_width) -> three captions,
+        # then the details. Its components are hidden; the page itself shows every method at once.
+        with gr.Column(visible=False):
+            api_method = gr.Radio(list(METHODS), value="greedy", label="method")
+            api_captions = [gr.Textbox(label=f"{LABELS[v]} caption") for v in VARIANTS]
+            api_details = gr.JSON(label="details")
+            api_button = gr.Button()
+
+        # -- handlers: each one small; the work is in demo.models and demo.ui --------------------
+        page = [grid, seen, summary, *details.values()]
+
+        def show(captions) -> list:
+            return [ui.caption_grid_html(captions), ui.seen_html(captions.seen, captions),
+                    ui.summary_text(captions), *(ui.details_html(captions.results[v], v) for v in VARIANTS)]
+
+        def show_message(message: str, error: bool = False) -> list:
+            return [ui.caption_grid_html(None, message, error), "", "", *([""] * len(VARIANTS))]
+
+        def caption_photo(image: bytes | None, width, length) -> list:
+            if image is None:
+                return show_message("")
+            try:
+                return show(models.caption(image, models.page_settings(width, length)))
+            except (ImageError, SettingsError, Busy) as exc:
+                return show_message(f"Cannot caption this image: {str(exc).rstrip('.')}.", error=True)
+            except Exception:
+                log.exception("captioning failed")
+                return show_message("Something went wrong while captioning this image (the server logged "
+                                    "the details). Try another photo.", error=True)
+
+        def caption_frame(frame: bytes | None, width, length, count: int):
+            if frame is None:
+                return gr.skip(), gr.skip(), gr.skip()
+            try:
+                captions = models.caption(frame, models.page_settings(width, length))
+            except (ImageError, Busy):
+                return gr.skip(), gr.skip(), gr.skip()  # a frame dropped while the models are busy: the next comes soon
+            return ui.caption_grid_html(captions, footer=f"live: frame {count + 1}"), frame, count + 1
+
+        def keep_frame(frame: bytes | None):
+            if frame is None:
+                raise gr.Error("Start the webcam first: there is no frame to keep yet.", print_exception=False)
+            from PIL import Image
+
+            return Image.open(io.BytesIO(frame)), gr.Tabs(selected="caption")
+
+        def caption_for_api(image: bytes | None, method, beam_width):
+            """Caption the image with the three models; returns the learned, FastText and Word2Vec captions,
+            then a JSON object of details."""
+            try:
+                captions = models.caption(image, models.settings(method, beam_width))
+            except (ImageError, SettingsError, Busy) as exc:
+                raise gr.Error(f"Cannot caption this image: {str(exc).rstrip('.')}.", print_exception=False) from None
+            return *captions.captions().values(), captions.as_json()
+
+        def look_up(text: str):
+            text = (text or "").strip().lower()
+            if not text:
+                raise gr.Error("Type a word to look up.", print_exception=False)
+            near = models.neighbours(text, k=10)
+            if all(v is None for v in near.values()):
+                gr.Warning(f"'{text}' is in none of the vocabularies (words seen at least a few times in the "
+                           "training captions). Try: " + ", ".join(ui.suggestion_words(models, 6)))
+            return [ui.neighbours_html(near, text), *(_projection(models, v, text, near) for v in VARIANTS)]
+
+        # -- wiring --------------------------------------------------------------------------------
+        # A live stream holds its concurrency slot for the whole session, so it has a group of its own;
+        # the models still caption one image at a time (models.admission).
+        gr.on([photo.change, beam_width.input, max_length.input], caption_photo,
+              inputs=[photo, beam_width, max_length], outputs=page, trigger_mode="always_last",
+              concurrency_limit=1, concurrency_id="models", api_visibility="private", show_progress="minimal")
+        photo.change(None, js=SCROLL_TO_CAPTIONS, queue=False, api_visibility="private")
+        live.stream(caption_frame, inputs=[live, beam_width, max_length, frames], outputs=[live_grid, last_frame, frames],
+                    stream_every=LIVE_EVERY_SECONDS, time_limit=LIVE_TIME_LIMIT_SECONDS, concurrency_limit=1,
+                    concurrency_id="live", api_visibility="private", show_progress="hidden")
+        keep.click(keep_frame, inputs=last_frame, outputs=[photo, tabs], api_visibility="private")
+        api_button.click(caption_for_api, inputs=[photo, api_method, beam_width],
+                         outputs=[*api_captions, api_details], api_name="caption", api_description=API_DESCRIPTION,
+                         concurrency_limit=1, concurrency_id="models")
+        word.submit(look_up, word, [neighbours, *plots.values()], api_name="neighbours", concurrency_limit=4)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return demo
 
 
-@contextlib.contextmanager
-def _examples_cache(models: ModelSet):
-    """Cache example outputs in a folder named after the weights, so retrained models never show
-    captions cached by the old ones."""
-    original = os.environ.get("GRADIO_EXAMPLES_CACHE")
-    base = original or ".gradio/cached_examples"
-    os.environ["GRADIO_EXAMPLES_CACHE"] = os.path.join(base, ui.weights_fingerprint(models))
-    try:
-        yield
-    finally:
-        if original is None:
-            del os.environ["GRADIO_EXAMPLES_CACHE"]
-        else:
-            os.environ["GRADIO_EXAMPLES_CACHE"] = original
+def _projection(models: ModelSet, variant: str, word: str, found: dict):
+    return ui.projection_figure(models, variant, word, [w for w, _ in (found.get(variant) or [])])
 
 
 def create_app(weights_dir=None, models: ModelSet | None = None) -> FastAPI:
@@ -274,7 +252,7 @@ def main() -> None:
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     try:
         application = _default_app()
-    except (FileNotFoundError, BundleError) as exc:
+    except (FileNotFoundError, BundleError, FamiliarityError) as exc:
         raise SystemExit(f"error: cannot start the demo: {exc}") from None
     log.info("serving on http://%s:%d", host, port)
     uvicorn.run(application, host=host, port=port, log_level="info")

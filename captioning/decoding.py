@@ -40,6 +40,9 @@ class Hypothesis:
         return self.logprob / max(1, len(self.word_logprobs)) ** length_penalty
 
 
+LENGTH_PENALTY = 0.7  # beam search ranks captions by log p / length**0.7: a mild preference for longer ones
+
+
 def _sigmoid(x):
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # stable, no overflow warnings
 
@@ -129,7 +132,7 @@ class StepDecoder:
         return hyps
 
     def beam_search(self, features: np.ndarray, beam_width: int, max_length: int,
-                    length_penalty: float = 0.7, n_best: int | None = None) -> list[Hypothesis]:
+                    length_penalty: float = LENGTH_PENALTY, n_best: int | None = None) -> list[Hypothesis]:
         """The ``n_best`` (default ``beam_width``) captions of one image (feature_dim,),
         best first by length-normalised log-probability."""
         n_best = n_best or beam_width

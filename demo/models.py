@@ -1,8 +1,8 @@
 """The three caption models behind the demo, loaded once and shared by every request.
 
-    models = ModelSet.load("weights")          # or ModelSet.load(weights_dir_from_env())
-    result = models.caption(image, "beam", 3)  # encode once, decode with all three models
-    result.captions()                          # {"learned": ..., "fasttext": ..., "word2vec": ...}
+    models = ModelSet.load("weights")                 # or ModelSet.load(weights_dir_from_env())
+    result = models.caption(image, models.settings(beam_width=3))   # one encoder pass, 3 models x 3 methods
+    result.captions("beam")                           # {"learned": ..., "fasttext": ..., "word2vec": ...}
 
 Nothing here holds a model at module level: the app builds one ModelSet in its
 factory and hands it to the UI and the HTTP routes.
@@ -15,12 +15,16 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from captioning import Captioner, CaptionResult, ImageError
+from captioning.bundle import recover_bundle
+from captioning.concepts import top_labels
+from captioning.familiarity import Familiarity, FamiliarityResult
+from captioning.settings import DEFAULT_BEAM_WIDTH, METHODS, SettingsError, parse_settings
 
 from .admission import Admission
 
@@ -28,51 +32,74 @@ log = logging.getLogger("demo")
 
 VARIANTS = ("learned", "fasttext", "word2vec")
 LABELS = {"learned": "Learned embedding", "fasttext": "FastText", "word2vec": "Word2Vec"}
-METHODS = ("greedy", "beam")
-MAX_BEAM_WIDTH = 10
-DEFAULT_BEAM_WIDTH = 3
+TOP_LABELS = 5  # ImageNet labels shown as "what the encoder sees"
 FEATURE_CACHE_SIZE = 32
+FAMILIARITY_FILE = "familiarity.h5"  # beside the bundles; built by python -m training.build_familiarity
 
 WEIGHTS_DIR_ENV = "CAPTION_WEIGHTS_DIR"
 WEIGHTS_REPO_ENV = "CAPTION_WEIGHTS_REPO"
 WEIGHTS_REVISION_ENV = "CAPTION_WEIGHTS_REVISION"
 
-
-class SettingsError(ValueError):
-    """A decoding setting (method, beam width, length) is not acceptable; the message says why."""
+__all__ = ["CaptionSet", "ModelSet", "Seen", "Settings", "SettingsError", "VARIANTS", "LABELS", "METHODS",
+           "DEFAULT_BEAM_WIDTH", "check_settings", "weights_dir_from_env"]
 
 
 @dataclass(frozen=True)
 class Settings:
-    method: str
+    """What to compute for one photo: the decoding methods (the page shows all three, an API
+    call asks for one), with one beam width and caption limit for all of them."""
+
+    methods: tuple[str, ...]
     beam_width: int
     max_length: int
+
+    @property
+    def method(self) -> str:
+        return self.methods[0]
+
+
+@dataclass
+class Seen:
+    """What the encoder saw, from its one forward pass over the photo."""
+
+    features: np.ndarray  # (feature_dim,)
+    class_probs: np.ndarray | None  # (1000,) ImageNet class probabilities; None for a headless encoder
+    labels: list[tuple[str, float]] = field(default_factory=list)  # the top ImageNet classes: (name, p)
+    familiarity: FamiliarityResult | None = None  # None when the reference file is not available
 
 
 @dataclass
 class CaptionSet:
-    """One image captioned by every model with the same settings."""
+    """One image captioned by every model with every requested method, from one encoder pass."""
 
     settings: Settings
-    results: dict[str, CaptionResult]
+    seen: Seen
+    results: dict[str, dict[str, CaptionResult]]  # model -> method -> result
     encode_seconds: float
     features_cached: bool = False
 
-    def captions(self) -> dict[str, str]:
-        return {name: r.caption for name, r in self.results.items()}
+    def captions(self, method: str | None = None) -> dict[str, str]:
+        method = method or self.settings.method
+        return {name: by_method[method].caption for name, by_method in self.results.items()}
 
     def as_json(self) -> dict:
-        """The JSON answer of POST /api/caption: the three captions first, then the details."""
+        """The JSON answer of POST /api/caption (one method): the three captions first, then the details."""
+        method = self.settings.method
+        results = {name: by_method[method] for name, by_method in self.results.items()}
         return {
-            **self.captions(),
-            "method": self.settings.method,
+            **self.captions(method),
+            "method": method,
             "beam_width": self.settings.beam_width,
             "max_length": self.settings.max_length,
             "timings": {"encode_seconds": round(self.encode_seconds, 4),
-                        **{name: round(r.seconds, 4) for name, r in self.results.items()}},
+                        **{name: round(r.seconds, 4) for name, r in results.items()}},
             "details": {name: {"words": r.words, "word_probs": [round(p, 4) for p in r.word_probs],
-                               "candidates": [{"caption": c, "logprob": round(lp, 4)} for c, lp in r.candidates]}
-                        for name, r in self.results.items()},
+                               "candidates": [{"caption": c, "logprob": round(lp, 4)} for c, lp in r.candidates],
+                               "concepts": r.concepts}
+                        for name, r in results.items()},
+            "encoder_labels": [{"label": label, "probability": round(p, 4)} for label, p in self.seen.labels],
+            "familiarity": None if self.seen.familiarity is None else {
+                "percentile": round(self.seen.familiarity.percentile, 1), "familiar": self.seen.familiarity.familiar},
         }
 
 
@@ -98,28 +125,10 @@ def download_weights(repo_id: str, revision: str | None = None) -> Path:
     return Path(path)
 
 
-def _whole_number(value, name: str, top: int) -> int:
-    """``value`` (a number or a form string) as an int in 1..top, else SettingsError."""
-    problem = SettingsError(f"{name} must be a whole number from 1 to {top}, not {value!r}")
-    if isinstance(value, bool) or (isinstance(value, str) and not value.isascii()):  # True, '７'
-        raise problem
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise problem from None
-    if not number.is_integer() or not 1 <= number <= top:
-        raise problem
-    return int(number)
-
-
 def check_settings(method, beam_width, max_length, longest: int) -> Settings:
-    """Validate user-supplied decoding settings (strings from a form are fine)."""
-    method = str(method or "").strip().lower()
-    if method not in METHODS:
-        raise SettingsError(f"method must be 'greedy' or 'beam', not {method!r}")
-    width = _whole_number(beam_width, "beam_width", MAX_BEAM_WIDTH)
-    length = longest if max_length is None or max_length == "" else _whole_number(max_length, "max_length", longest)
-    return Settings(method, width, length)
+    """One method's settings from a person (strings from a form are fine); SettingsError if unusable."""
+    parsed = parse_settings(method, beam_width, max_length, longest)
+    return Settings((parsed.method,), parsed.beam_width, parsed.max_length)
 
 
 class ModelSet:
@@ -127,7 +136,7 @@ class ModelSet:
     (a control change re-decodes the current image without encoding it again)."""
 
     def __init__(self, captioners: dict[str, Captioner], source: Path | None = None,
-                 admission: Admission | None = None):
+                 admission: Admission | None = None, familiarity=None):
         missing = [v for v in VARIANTS if v not in captioners]
         if missing:
             raise ValueError(f"missing model(s): {', '.join(missing)}")
@@ -135,13 +144,16 @@ class ModelSet:
         self.encoder = self.captioners[VARIANTS[0]].encoder
         self.source = source
         self.admission = admission or Admission()  # one image at a time, a bounded queue behind it
-        self._features: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._projections: dict[tuple[str, int], tuple[list[str], np.ndarray, np.ndarray]] = {}
+        self.familiarity: Familiarity | None = familiarity  # None without its reference file
+        self._seen: OrderedDict[str, Seen] = OrderedDict()
+        self._projections: dict[tuple[str, int], tuple] = {}  # (model, n words) -> (words, PCA mean, axes, ratio)
 
     @classmethod
     def load(cls, weights_dir: str | Path) -> "ModelSet":
         weights_dir = Path(weights_dir)
         started = time.perf_counter()
+        for variant in VARIANTS:  # put back a bundle that an interrupted publish left aside
+            recover_bundle(weights_dir / variant)
         missing = [v for v in VARIANTS if not (weights_dir / v / "config.json").is_file()]
         if missing:
             raise FileNotFoundError(
@@ -154,7 +166,11 @@ class ModelSet:
             captioner = Captioner.load(weights_dir / variant, encoder=encoder)
             encoder = captioner.encoder  # one encoder shared by the three
             captioners[variant] = captioner
-        models = cls(captioners, weights_dir)
+        reference = weights_dir / FAMILIARITY_FILE
+        familiarity = Familiarity.load(reference) if reference.is_file() else None
+        if familiarity is None:
+            log.warning("no %s: the page will not say how familiar a photo is to the training photos", reference)
+        models = cls(captioners, weights_dir, familiarity=familiarity)
         models.warm_up()
         log.info("loaded %s from %s in %.1f s", ", ".join(VARIANTS), weights_dir, time.perf_counter() - started)
         return models
@@ -162,7 +178,7 @@ class ModelSet:
     def warm_up(self) -> None:
         """Trace the encoder's graph now so the first user does not wait for it."""
         blank = np.full((self.encoder.spec.input_size,) * 2 + (3,), 128, dtype=np.uint8)
-        features = self.encoder.features(blank)
+        features, _ = self.encoder.analyse(blank)
         for captioner in self.captioners.values():
             captioner.describe_features(features, "greedy", max_length=2)
 
@@ -173,11 +189,17 @@ class ModelSet:
         return min(c.max_length for c in self.captioners.values())
 
     def settings(self, method="greedy", beam_width=DEFAULT_BEAM_WIDTH, max_length=None) -> Settings:
+        """Settings of one method (the API); see page_settings for all of them."""
         return check_settings(method, beam_width, max_length, self.max_length)
+
+    def page_settings(self, beam_width=DEFAULT_BEAM_WIDTH, max_length=None) -> Settings:
+        """Every method at once, as the page shows them."""
+        one = check_settings(METHODS[0], beam_width, max_length, self.max_length)
+        return Settings(METHODS, one.beam_width, one.max_length)
 
     def caption(self, image, settings: Settings) -> CaptionSet:
         """Encode ``image`` (encoded bytes, a PIL image or an RGB array) once and caption it with
-        the three models, with ``settings`` from :meth:`settings`.
+        the three models and every method of ``settings`` (from :meth:`settings` or :meth:`page_settings`).
 
         Raises ImageError (with a message fit for users) for anything that is not a usable
         image, including no image, and admission.Busy when too many requests wait already.
@@ -187,24 +209,29 @@ class ModelSet:
                              else "the file is empty")
         with self.admission.turn():
             started = time.perf_counter()
-            features, cached = self._encode(image)
+            seen, cached = self._look(image)
             encode_seconds = time.perf_counter() - started
-            results = {name: c.describe_features(features, settings.method, settings.beam_width, settings.max_length)
+            results = {name: {method: c.describe_features(seen.features, method, settings.beam_width,
+                                                          settings.max_length, class_probs=seen.class_probs)
+                              for method in settings.methods}
                        for name, c in self.captioners.items()}
-        return CaptionSet(settings, results, encode_seconds, cached)
+        return CaptionSet(settings, seen, results, encode_seconds, cached)
 
-    def _encode(self, data) -> tuple[np.ndarray, bool]:
-        if not isinstance(data, bytes):
-            return self.encoder.features(data), False
-        key = hashlib.sha1(data).hexdigest()
-        if key in self._features:
-            self._features.move_to_end(key)
-            return self._features[key], True
-        features = self.encoder.features(data)
-        self._features[key] = features
-        while len(self._features) > FEATURE_CACHE_SIZE:
-            self._features.popitem(last=False)
-        return features, False
+    def _look(self, image) -> tuple[Seen, bool]:
+        """The encoder's view of ``image`` (features, ImageNet labels, familiarity); repeats of the
+        same bytes come from a small cache, so moving a slider only decodes again."""
+        key = hashlib.sha1(image).hexdigest() if isinstance(image, bytes) else None
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return self._seen[key], True
+        features, class_probs = self.encoder.analyse(image)
+        seen = Seen(features, class_probs, [] if class_probs is None else top_labels(class_probs, TOP_LABELS),
+                    None if self.familiarity is None else self.familiarity.score(features))
+        if key is not None:
+            self._seen[key] = seen
+            while len(self._seen) > FEATURE_CACHE_SIZE:
+                self._seen.popitem(last=False)
+        return seen, False
 
     # -- embeddings -------------------------------------------------------------
     def neighbours(self, word: str, k: int = 10) -> dict[str, list[tuple[str, float]] | None]:
@@ -217,33 +244,45 @@ class ModelSet:
                 found[name] = None
         return found
 
-    def projection(self, name: str, n_words: int = 60) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """The ``n_words`` most frequent caption words of model ``name`` projected to 2-D with PCA.
+    def projection(self, name: str, n_words: int = 60, extra: tuple[str, ...] = ()):
+        """Model ``name``'s ``n_words`` most frequent caption words, plus the ``extra`` words it knows,
+        placed on the two principal axes of the frequent words' embeddings (so the map does not
+        move when extra words are added).
 
         Returns (words, (n, 2) coordinates, explained variance ratio of the two axes).
         """
-        key = (name, n_words)
-        if key not in self._projections:
-            captioner = self.captioners[name]
+        captioner = self.captioners[name]
+        if (name, n_words) not in self._projections:
             first = 4  # ids 0-3 are <pad>, <unk>, <start>, <end>
             words = captioner.vocab.words[first:first + n_words]
-            vectors = captioner.embeddings[first:first + len(words)].astype(np.float64)
-            self._projections[key] = (words, *pca_2d(vectors))
-        return self._projections[key]
+            self._projections[(name, n_words)] = (words, *fit_pca_2d(captioner.embeddings[first:first + len(words)]))
+        words, mean, axes, ratio = self._projections[(name, n_words)]
+        words = words + [w for w in dict.fromkeys(extra) if w in captioner.vocab and w not in words]
+        vectors = captioner.embeddings[[captioner.vocab.index[w] for w in words]].astype(np.float64)
+        return words, (vectors - mean) @ axes.T, ratio
+
+
+def fit_pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, d) -> (mean (d,), the two principal axes (2, d), their explained variance ratio (2,)).
+    Each axis is signed so that the point farthest along it is positive: the picture does not
+    flip between runs."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    mean = vectors.mean(axis=0)
+    centred = vectors - mean
+    axes = np.zeros((2, vectors.shape[1]))
+    if len(centred) < 2:
+        return mean, axes, np.zeros(2)
+    _, singular, found = np.linalg.svd(centred, full_matrices=False)
+    axes[:len(found[:2])] = found[:2]
+    coords = centred @ axes.T
+    signs = np.sign(coords[np.abs(coords).argmax(axis=0), range(2)])
+    signs[signs == 0] = 1
+    variance = singular ** 2
+    ratio = variance[:2] / variance.sum() if variance.sum() > 0 else np.zeros(2)
+    return mean, axes * signs[:, None], np.pad(ratio, (0, 2 - len(ratio)))
 
 
 def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, d) -> ((n, 2) coordinates on the two principal axes, their explained variance ratio)."""
-    centred = vectors - vectors.mean(axis=0)
-    if len(centred) < 2:
-        return np.zeros((len(centred), 2)), np.zeros(2)
-    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
-    coords = centred @ axes[:2].T
-    if coords.shape[1] < 2:
-        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
-    variance = singular ** 2
-    ratio = variance[:2] / variance.sum() if variance.sum() > 0 else np.zeros(2)
-    # A fixed sign per axis, so the picture does not flip between runs.
-    signs = np.sign(coords[np.abs(coords).argmax(axis=0), range(2)])
-    signs[signs == 0] = 1
-    return coords * signs, np.pad(ratio, (0, 2 - len(ratio)))
+    mean, axes, ratio = fit_pca_2d(vectors)
+    return (np.asarray(vectors, dtype=np.float64) - mean) @ axes.T, ratio

@@ -5,7 +5,6 @@ No Gradio import here, so the helpers are cheap to test; app.py lays out the pag
 
 from __future__ import annotations
 
-import hashlib
 import html
 import math
 from pathlib import Path
@@ -13,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from captioning import CaptionResult
+from captioning.settings import METHODS
 
-from .models import LABELS, VARIANTS, CaptionSet, ModelSet
+from .models import LABELS, VARIANTS, CaptionSet, ModelSet, Seen
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 # Shown in the examples gallery, in this order; demo/README.md says where each comes from.
@@ -22,10 +22,8 @@ EXAMPLES = ("astronaut.jpg", "chelsea_cat.jpg", "coffee.jpg", "rocket.jpg", "cam
 END_TOKEN = "⟨end⟩"
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 SETTING_LABELS = {"greedy": "greedy", "beam3": "beam 3", "beam5": "beam 5"}
-CANDIDATE_HEADERS = ["#", "caption", "log p"]
-NEIGHBOUR_HEADERS = ["word", "cosine"]
-# Bump when what the captioning event returns changes, so cached example outputs are redone.
-OUTPUT_FORMAT = 2
+METHOD_LABELS = {"greedy": "Greedy", "beam": "Beam search", "guided": "Guided beam"}
+SHORT_LABELS = {"learned": "Learned", "fasttext": "FastText", "word2vec": "Word2Vec"}
 
 CSS = """
 .wordprobs {display: flex; flex-wrap: wrap; gap: 4px; margin: 2px 0 4px;}
@@ -38,6 +36,35 @@ CSS = """
 .wordprobs-legend {font-size: 0.75em; opacity: 0.75; margin: 0;}
 .timing {font-size: 0.85em; opacity: 0.85;}
 .model-title h3 {margin: 0 !important;}
+/* The caption grid: models down, methods across; on a phone each model becomes a card. */
+.grid {display: grid; grid-template-columns: 7.5em repeat(3, minmax(0, 1fr)); gap: 6px; align-items: stretch;}
+.grid .head {font-weight: 600; font-size: 0.85em; opacity: 0.8; padding: 2px 6px;}
+.grid .model {font-weight: 600; padding: 8px 6px;}
+.grid .cell {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 10px;
+  background: var(--background-fill-secondary);}
+.grid .cell .caption {font-size: 1.05em; line-height: 1.35;}
+.grid .cell .note {font-size: 0.75em; opacity: 0.75; margin-top: 3px;}
+.grid .cell .method {display: none; font-size: 0.72em; opacity: 0.7; text-transform: uppercase;}
+.grid-message {padding: 14px; border-radius: 8px; border: 1px solid var(--border-color-primary);}
+.grid-message.error {border-color: #d33; color: #b00; background: #fff4f4;}
+@media (max-width: 700px) {
+  .grid {grid-template-columns: 1fr; gap: 4px;}
+  .grid .head {display: none;}
+  .grid .model {padding: 10px 2px 0;}
+  .grid .cell {padding: 6px 8px;}
+  .grid .cell .method {display: block;}
+}
+.seen .bar {display: flex; align-items: center; gap: 6px; font-size: 0.85em; margin: 2px 0;}
+.seen .bar .fill {height: 8px; border-radius: 4px; background: var(--color-accent);}
+.seen .unfamiliar {color: #a40; font-weight: 600;}
+.seen .concepts span, .grid .concept {display: inline-block; padding: 0 6px; border-radius: 6px;
+  background: #dbeafe; color: #1e3a8a; font-size: 0.85em; margin-right: 3px;}
+.nbest {width: 100%; font-size: 0.85em; border-collapse: collapse;}
+.nbest td, .nbest th {padding: 2px 6px; border-bottom: 1px solid var(--border-color-primary); text-align: left;}
+.nbest td.num, .nbest th.num {text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap;}
+.neighbours {width: 100%; border-collapse: collapse; font-size: 0.9em; table-layout: fixed;}
+.neighbours td, .neighbours th {padding: 3px 4px; border-bottom: 1px solid var(--border-color-primary);}
+.neighbours .sim {opacity: 0.7; font-size: 0.85em; font-variant-numeric: tabular-nums;}
 .scores table {font-size: 0.8em;}
 .scores td, .scores th {padding: 2px 6px !important;}
 """
@@ -76,12 +103,78 @@ def word_probs_html(result: CaptionResult | None, title: str = "") -> str:
             'red unsure, green confident</p>')
 
 
-def candidate_rows(result: CaptionResult | None) -> list[list]:
-    """Beam search's n-best list as table rows: rank, caption, total log-probability."""
-    if result is None:
-        return []
-    return [[rank, caption or "(empty)", f"{logprob:.2f}"]
-            for rank, (caption, logprob) in enumerate(result.candidates, start=1)]
+def nbest_html(result: CaptionResult | None, method: str) -> str:
+    """Beam search's n-best list, ranked by (and showing) the length-normalised score it is ranked
+    by, with the raw total log-probability beside it."""
+    if result is None or not result.candidates:
+        return ""
+    rows = "".join(f'<tr><td class="num">{rank}</td><td>{html.escape(caption or "(empty)")}</td>'
+                   f'<td class="num">{score:.2f}</td><td class="num">{logprob:.2f}</td></tr>'
+                   for rank, (caption, logprob, score) in enumerate(result.ranked_candidates(), start=1))
+    return (f'<table class="nbest"><caption>{METHOD_LABELS[method]}: n-best</caption>'
+            '<tr><th class="num">#</th><th>caption</th><th class="num" title="log-probability / length^0.7: '
+            'the ranking score">score</th><th class="num">log p</th></tr>' + rows + "</table>")
+
+
+def details_html(by_method: dict[str, CaptionResult] | None, name: str) -> str:
+    """One model's details: how sure it was of each word, per method, and the n-best lists."""
+    if not by_method:
+        return ""
+    parts = [word_probs_html(by_method[m], f"{SHORT_LABELS[name]}, {METHOD_LABELS[m].lower()}")
+             for m in METHODS if m in by_method]
+    parts += [nbest_html(by_method[m], m) for m in METHODS if m in by_method and m != "greedy"]
+    return "".join(parts)
+
+
+def _guided_note(result: CaptionResult) -> str:
+    if result.concepts:
+        return "guided by " + " ".join(f'<span class="concept">{html.escape(c)}</span>' for c in result.concepts)
+    if result.fallback:
+        return "guidance (" + ", ".join(map(html.escape, result.rejected_concepts)) + ") read badly: plain beam"
+    return "no confident concept: plain beam"
+
+
+def caption_grid_html(captions: CaptionSet | None, message: str = "", error: bool = False, footer: str = "") -> str:
+    """Every model's greedy, beam and guided captions in one grid (models down, methods across);
+    ``footer``: a line under it (the live tab counts its frames there)."""
+    if captions is None:
+        text = message or "Add a photo (upload, webcam, paste or an example) to see the captions here."
+        return f'<div class="grid-message{" error" if error else ""}" role="status">{html.escape(text)}</div>'
+    methods = [m for m in METHODS if m in captions.settings.methods]
+    width = captions.settings.beam_width
+    heads = {"greedy": "Greedy", "beam": f"Beam (width {width})", "guided": f"Guided beam (width {width})"}
+    cells = ['<div class="head"></div>'] + [f'<div class="head">{heads[m]}</div>' for m in methods]
+    for name, by_method in captions.results.items():
+        cells.append(f'<div class="model">{html.escape(LABELS[name])}</div>')
+        for m in methods:
+            result = by_method[m]
+            note = f'<div class="note">{_guided_note(result)}</div>' if m == "guided" else ""
+            cells.append(f'<div class="cell" data-model="{name}" data-method="{m}"><span class="method">{heads[m]}'
+                         f'</span><span class="caption">{html.escape(result.caption or "(empty)")}</span>{note}</div>')
+    settings = f"beam width {width}, at most {captions.settings.max_length} words"
+    footer = f'<p class="timing">{html.escape(footer)}</p>' if footer else ""
+    return f'<div class="grid" data-settings="{settings}">{"".join(cells)}</div>{footer}'
+
+
+def seen_html(seen: Seen | None, captions: CaptionSet | None = None) -> str:
+    """What the encoder sees: its top ImageNet labels, the concept words that guided the captions,
+    and how familiar the photo is to the training photos."""
+    if seen is None:
+        return ""
+    bars = "".join(f'<div class="bar"><span class="fill" style="width:{max(2, round(80 * p))}px"></span>'
+                   f'<span>{html.escape(label)} {p:.0%}</span></div>' for label, p in seen.labels)
+    used = sorted({c for by_method in (captions.results.values() if captions else [])
+                   for c in by_method.get("guided", CaptionResult("", [], [])).concepts})
+    concepts = ('<p class="concepts">Guided the captions: ' + " ".join(f"<span>{html.escape(c)}</span>" for c in used)
+                + "</p>") if used else "<p>No concept was confident enough to guide the captions.</p>"
+    familiarity = ""
+    if seen.familiarity is not None:
+        f = seen.familiarity
+        cls = "" if f.familiar else ' class="unfamiliar"'
+        familiarity = (f"<p{cls}>Familiarity: closer to the training photos than {f.percentile:.0f}% of "
+                       f"Flickr8k test photos. {html.escape(f.note)}</p>")
+    return (f'<div class="seen"><p><b>What the encoder sees</b> (its ImageNet classifier, same pass as the '
+            f"caption features)</p>{bars}{concepts}{familiarity}</div>")
 
 
 def format_seconds(seconds: float) -> str:
@@ -90,20 +183,14 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def timing_text(result: CaptionResult | None) -> str:
-    if result is None:
-        return ""
-    return f"decoded in {format_seconds(result.seconds)}"
-
-
 def summary_text(captions: CaptionSet | None) -> str:
     if captions is None:
         return ""
     s = captions.settings
-    how = "greedy search" if s.method == "greedy" else f"beam search, width {s.beam_width}"
     encoded = ("image features reused from the cache" if captions.features_cached
-               else f"image encoded in {format_seconds(captions.encode_seconds)} (once, shared by the three models)")
-    return f"{how}, at most {s.max_length} words; {encoded}"
+               else f"image encoded in {format_seconds(captions.encode_seconds)} (once, shared by every model)")
+    decoded = sum(r.seconds for by_method in captions.results.values() for r in by_method.values())
+    return f"at most {s.max_length} words; {encoded}; all captions decoded in {format_seconds(decoded)}"
 
 
 # -- scores and training facts ----------------------------------------------------------
@@ -129,7 +216,6 @@ def metrics_markdown(metrics: dict) -> str:
 
 # The headline metrics first: on a phone only the first columns show without scrolling.
 TABLE_METRICS = ("BLEU-4", "METEOR", "CIDEr", "ROUGE-L", "BLEU-1", "BLEU-2", "BLEU-3")
-SHORT_LABELS = {"learned": "Learned", "fasttext": "FastText", "word2vec": "Word2Vec"}
 
 
 def results_table(models: ModelSet) -> tuple[list[str], list[list]]:
@@ -188,7 +274,16 @@ The three decoders are identical except for their **word embeddings**:
 
 **Greedy search** takes the single most likely word at every step. **Beam search** keeps the
 *k* best partial captions (*k* = beam width) and returns the best complete ones, ranked by
-log-probability normalised by length; the n-best list shows them all.
+log-probability normalised by length; the n-best list shows them all. **Guided beam** is beam
+search that must say the things the encoder's own ImageNet classifier is confident about
+(constrained beam search, Anderson et al. 2017): "Persian cat" becomes the concept *cat*,
+"espresso" *coffee*; a concept the plain beam already says, or one that would make the caption
+read badly, is left out.
+
+**What the models know.** They learned from 6,000 Flickr photos, mostly people and dogs
+outdoors. On such photos they do well; on cats, food, rooms and objects the plain decoders
+still describe people and dogs, which is why the page shows what the encoder sees and how
+familiar the photo is to the training photos.
 """
 
 
@@ -232,15 +327,30 @@ def loss_figure(models: ModelSet):
     return fig
 
 
-def projection_figure(models: ModelSet, name: str, n_words: int = 60):
-    """The most frequent caption words of one model, placed by a 2-D PCA of its embedding."""
-    words, coords, ratio = models.projection(name, n_words)
+def projection_figure(models: ModelSet, name: str, word: str = "", neighbours=(), n_words: int = 60):
+    """The most frequent caption words of one model placed by a 2-D PCA of its embedding, with
+    ``word`` and its ``neighbours`` highlighted; only labels that do not overlap are drawn."""
+    words, coords, ratio = models.projection(name, n_words, extra=(word, *neighbours))
+    marked = {word, *neighbours} - {""}
     fig = _figure(4.6, 4.2)
     ax = fig.add_subplot()
-    ax.scatter(coords[:, 0], coords[:, 1], s=8, color="tab:blue", alpha=0.6)
-    for word, (x, y) in zip(words, coords):
-        ax.annotate(word, (x, y), fontsize=7, xytext=(2, 2), textcoords="offset points")
-    ax.set_title(f"{LABELS[name]}: {len(words)} most frequent words", fontsize=10)
+    colours = ["tab:red" if w == word else "tab:orange" if w in marked else "tab:blue" for w in words]
+    ax.scatter(coords[:, 0], coords[:, 1], s=[40 if w in marked else 10 for w in words], c=colours, alpha=0.7)
+    span = np.ptp(coords, axis=0) + 1e-9
+    placed: list[tuple[np.ndarray, int]] = []
+    # Highlighted words first, then by frequency (the order of ``words``); a label that would sit
+    # on one already drawn (about a word's width in x, 3% of the plot in y) is left out.
+    for index in sorted(range(len(words)), key=lambda i: (words[i] not in marked, i)):
+        point = coords[index] / span
+        if any(abs(point[1] - q[1]) < 0.03 and abs(point[0] - q[0]) < 0.012 * max(n, len(words[index]))
+               for q, n in placed):
+            continue
+        placed.append((point, len(words[index])))
+        ax.annotate(words[index], coords[index], fontsize=8 if words[index] in marked else 7, xytext=(2, 2),
+                    textcoords="offset points", color="black" if words[index] in marked else "dimgray",
+                    fontweight="bold" if words[index] == word else "normal")
+    ax.set_title(f"{LABELS[name]}: the {n_words} most frequent words" + (f" and '{word}'" if word in words else ""),
+                 fontsize=10)
     ax.set_xlabel(f"PC 1 ({ratio[0]:.0%} of variance)", fontsize=8)
     ax.set_ylabel(f"PC 2 ({ratio[1]:.0%} of variance)", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -248,8 +358,22 @@ def projection_figure(models: ModelSet, name: str, n_words: int = 60):
     return fig
 
 
-def neighbour_rows(found: list[tuple[str, float]] | None) -> list[list]:
-    return [[word, round(sim, 3)] for word, sim in (found or [])]
+def neighbours_html(found: dict[str, list[tuple[str, float]] | None], word: str) -> str:
+    """The three models' nearest words side by side: one row per rank, one column per model."""
+    heads = "".join(f"<th>{SHORT_LABELS[v]}</th>" for v in found)
+    depth = max((len(n) for n in found.values() if n), default=1)
+    rows = []
+    for rank in range(depth):
+        cells = []
+        for neighbours in found.values():
+            if neighbours and rank < len(neighbours):
+                near, sim = neighbours[rank]
+                cells.append(f'<td>{html.escape(near)} <span class="sim">{sim:.2f}</span></td>')
+            else:
+                cells.append("<td>" + ("not in vocabulary" if not neighbours and rank == 0 else "") + "</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<table class="neighbours" id="neighbour-table"><caption>nearest to <b>{html.escape(word)}</b> '
+            f"(cosine similarity)</caption><tr>{heads}</tr>{''.join(rows)}</table>")
 
 
 def suggestion_words(models: ModelSet, n: int = 12) -> list[str]:
@@ -260,15 +384,8 @@ def suggestion_words(models: ModelSet, n: int = 12) -> list[str]:
     return [w for w in vocab if w not in skip and len(w) > 2][:n]
 
 
-# -- example cache ------------------------------------------------------------------------
-def weights_fingerprint(models: ModelSet) -> str:
-    """Changes whenever any model (or the shape of the app's outputs) changes, so examples
-    cached by one set of weights are never shown for another."""
-    digest = hashlib.sha1(f"format {OUTPUT_FORMAT}".encode())
-    for name in VARIANTS:
-        folder = models.captioners[name].bundle.path
-        for file in ("config.json", "decoder.weights.h5"):
-            path = folder / file
-            if path.is_file():
-                digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
+def intro_markdown() -> str:
+    return ("# What do three caption models see?\n"
+            "Three LSTM captioners that differ only in their word embeddings, each decoding greedily, with beam "
+            "search, and guided by the encoder's ImageNet labels. They learned from 6,000 Flickr photos, mostly "
+            "people and dogs outdoors.")

@@ -63,12 +63,23 @@ def test_examples_are_cached_lazily(server):
     assert not list(server["examples_cache"].rglob("log.csv"))
 
 
-@pytest.mark.parametrize("method", ["greedy", "beam"])
+@pytest.mark.parametrize("method", ["greedy", "beam", "guided"])
 def test_three_captions_first(client, method):
-    result = predict(client, PHOTO, method, 3)
-    captions = result[:3]
-    assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
-    assert any("encoded" in str(r) or "cache" in str(r) for r in result[3:4])  # the summary line
+    """The endpoint's outputs: the three captions, then the details of the same captions."""
+    *captions, details = predict(client, PHOTO, method, 3)
+    assert len(captions) == 3 and all(c.strip() for c in captions), captions
+    assert details["method"] == method and [details[v] for v in VARIANTS] == captions
+    assert details["encoder_labels"] and all(0 <= d["probability"] <= 1 for d in details["encoder_labels"])
+
+
+def test_guided_through_the_api_names_the_cat(client, server, weights):
+    if not weights[1]:
+        pytest.skip("needs the committed models")
+    *captions, details = predict(client, PHOTO, "guided", 3)
+    assert all("cat" in c.split() for c in captions), captions
+    assert all("cat" in details["details"][v]["concepts"] for v in VARIANTS), details
+    answer = post(server, PHOTO, "guided", 3).json()
+    assert [answer[v] for v in VARIANTS] == captions and answer["encoder_labels"][0]["probability"] > 0.3
 
 
 def test_real_models_give_distinct_nonempty_captions(client, weights):

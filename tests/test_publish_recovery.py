@@ -107,10 +107,6 @@ def test_cli_recovers_after_a_kill(weights, tiny_weights, sample_images):
     assert json.loads((destination / CONFIG_FILE).read_text())["name"] == "new"
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError,
-                   reason="demo/models.py ModelSet.load checks <variant>/config.json itself before calling "
-                          "Captioner.load, so load_bundle never gets to recover; it should call "
-                          "captioning.bundle.recover_bundle(weights_dir / variant) before that check")
 def test_app_model_set_recovers_after_a_kill(weights, tiny_weights):
     from demo.models import ModelSet
 
