@@ -102,10 +102,10 @@ def build_demo(models: ModelSet) -> gr.Blocks:
                             "embedding, highlighted on each model's map. Try: " + ", ".join(ui.suggestion_words(models)))
                 word = gr.Textbox(label="Word", value=start_word, elem_id="word", submit_btn="Look up")
                 found = models.neighbours(start_word)
-                neighbours = gr.HTML(ui.neighbours_html(found, start_word), elem_id="neighbours")
+                neighbours = gr.HTML(ui.neighbours_html(found, start_word), label="nearest words", elem_id="neighbours")
                 with gr.Row(equal_height=False):
-                    plots = {v: gr.Plot(_projection(models, v, start_word, found), show_label=False,
-                                        elem_id=f"projection-{v}", min_width=280) for v in VARIANTS}
+                    plots = {v: gr.Plot(_projection(models, v, start_word, found), label=f"{LABELS[v]} map",
+                                        show_label=False, elem_id=f"projection-{v}", min_width=280) for v in VARIANTS}
 
             with gr.Tab("About", id="about"):
                 gr.Markdown(ui.about_intro(models))

@@ -34,6 +34,7 @@ UPLOAD_ROUTES = ("/api/caption",)
 MAX_UPLOAD_BODY = MAX_UPLOAD_BYTES + FORM_OVERHEAD_BYTES
 MAX_OTHER_BODY = MAX_UPLOAD_BYTES * 4 // 3 + FORM_OVERHEAD_BYTES
 
+EXAMPLE_FILE = "photo.jpg"  # the file name API snippets use
 NOT_UPLOADED = "that file was not uploaded to this app: upload the photo itself"
 
 
@@ -98,6 +99,14 @@ class UploadedImage(gr.Image):
 
     is_template = True  # rendered by the frontend's own Image component
     # No __init__ of its own: Gradio sends the page the arguments of the constructor's signature.
+
+    def example_payload(self):
+        """What the page's "Use via API" snippet sends: a file of the caller's own, not a web URL that
+        fails offline."""
+        return {"path": EXAMPLE_FILE, "orig_name": EXAMPLE_FILE, "meta": {"_type": "gradio.FileData"}}
+
+    def example_value(self):
+        return EXAMPLE_FILE
 
     def preprocess(self, payload) -> bytes | None:
         try:
