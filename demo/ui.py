@@ -14,16 +14,21 @@ import numpy as np
 from captioning import CaptionResult
 from captioning.settings import METHODS
 
-from .models import LABELS, VARIANTS, CaptionSet, ModelSet, Seen
+from captioning.variants import LABELS, SHORT_LABELS, VARIANTS
+from captioning.vocab import N_SPECIAL
+
+from .models import CaptionSet, ModelSet, Seen
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
-# Shown in the examples gallery, in this order; demo/README.md says where each comes from.
-EXAMPLES = ("astronaut.jpg", "chelsea_cat.jpg", "coffee.jpg", "rocket.jpg", "cameraman.jpg", "hubble_deep_field.jpg")
+# Shown in the examples gallery, in this order; demo/README.md says where each comes from. First what
+# the models do well (people outdoors, a motorcycle), then where guidance helps (a cat, a rocket,
+# coffee), then the far side of their knowledge (the Hubble deep field).
+EXAMPLES = ("motorcycle.jpg", "cameraman.jpg", "chelsea_cat.jpg", "rocket.jpg", "coffee.jpg", "astronaut.jpg",
+            "hubble_deep_field.jpg")
 END_TOKEN = "⟨end⟩"
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 SETTING_LABELS = {"greedy": "greedy", "beam3": "beam 3", "beam5": "beam 5"}
 METHOD_LABELS = {"greedy": "Greedy", "beam": "Beam search", "guided": "Guided beam"}
-SHORT_LABELS = {"learned": "Learned", "fasttext": "FastText", "word2vec": "Word2Vec"}
 
 CSS = """
 .wordprobs {display: flex; flex-wrap: wrap; gap: 4px; margin: 2px 0 4px;}
@@ -380,7 +385,7 @@ def suggestion_words(models: ModelSet, n: int = 12) -> list[str]:
     """Frequent content words to try in the Embeddings tab."""
     skip = {"a", "an", "the", "is", "are", "of", "in", "on", "and", "with", "at", "to", "his", "her", "its",
             "their", "while", "through", "into", "some", "one", "two", "for", "by", "from", "up", "down"}
-    vocab = models.captioners["learned"].vocab.words[4:]
+    vocab = models.captioners["learned"].vocab.words[N_SPECIAL:]
     return [w for w in vocab if w not in skip and len(w) > 2][:n]
 
 
