@@ -84,7 +84,8 @@ def read_split_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"split file not found: {path}")
-    return [line.strip() for line in open(path, encoding="utf-8") if line.strip()]
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
 
 
 def _keep_existing_images(raw: dict[str, list[str]], image_dir: Path) -> dict[str, list[str]]:

@@ -46,20 +46,25 @@ def _open(source) -> Image.Image:
         stream = path
     else:
         raise ImageError(f"unsupported image input of type {type(source).__name__}")
+    image = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(stream)
             _check_size(image.size)
             image.load()
-    except ImageError:
+    except BaseException as exc:
+        if image is not None:  # refused or unreadable: release the file Pillow opened
+            image.close()
+        if isinstance(exc, ImageError) or not isinstance(exc, Exception):
+            raise
+        if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            raise ImageError("the image is too large to process") from None
+        if isinstance(exc, UnidentifiedImageError):
+            raise ImageError("the file is not an image we can read (JPEG, PNG, GIF, WebP, BMP, TIFF)") from None
+        if isinstance(exc, (OSError, SyntaxError, ValueError)):
+            raise ImageError(f"the image file is damaged or truncated ({exc})") from None
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("the image is too large to process") from None
-    except UnidentifiedImageError:
-        raise ImageError("the file is not an image we can read (JPEG, PNG, GIF, WebP, BMP, TIFF)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"the image file is damaged or truncated ({exc})") from None
     return image
 
 
@@ -103,16 +108,22 @@ def load_image(source: ImageSource, size: int = 224) -> Image.Image:
 
     Raises :class:`ImageError` with a user-facing message when it cannot.
     """
-    image = _open(source)
-    _check_size(image.size)
-    if getattr(image, "is_animated", False):
-        image.seek(0)
+    opened = _open(source)
+    owned = opened is not source  # opened here (from a path, bytes or an array): closed here
     try:
-        image = ImageOps.exif_transpose(image)
+        _check_size(opened.size)
+        if getattr(opened, "is_animated", False):
+            opened.seek(0)
+        image = ImageOps.exif_transpose(opened)
         image = to_rgb(image)
-        return image.resize((size, size), Image.Resampling.BICUBIC)
+        return image.resize((size, size), Image.Resampling.BICUBIC)  # always a new image
+    except ImageError:
+        raise
     except (OSError, ValueError) as exc:
         raise ImageError(f"the image could not be decoded ({exc})") from None
+    finally:
+        if owned:
+            opened.close()
 
 
 def load_pixels(source: ImageSource, size: int = 224) -> np.ndarray:

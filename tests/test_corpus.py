@@ -90,3 +90,24 @@ def test_vocabulary_rejects_bad_word_lists():
         Vocabulary(["a", "b"])
     with pytest.raises(ValueError):
         Vocabulary(["<pad>", "<unk>", "<start>", "<end>", "a", "a"])
+
+
+def test_reading_a_corpus_leaves_no_file_open(tmp_path):
+    """Every file the corpus reader opens is closed (no ResourceWarning once collected)."""
+    import gc
+    import warnings
+
+    from captioning.corpus import read_split_file
+
+    tokens = _make_corpus(tmp_path, ["a.jpg#0\tA dog runs .", "b.jpg#0\tA cat sleeps ."], ["a.jpg", "b.jpg"])
+    splits = {}
+    for name, images in (("train", "a.jpg\n"), ("dev", "b.jpg\n"), ("test", "b.jpg\n\n")):
+        splits[name] = tmp_path / f"{name}.txt"
+        splits[name].write_text(images)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert read_split_file(splits["test"]) == ["b.jpg"]
+        corpus = load_corpus(tmp_path, captions_file=tokens, image_dir=tmp_path / "imgs", split_files=splits)
+        gc.collect()
+    assert corpus.split("train") == ["a.jpg"] and corpus.captions["b.jpg"] == ["a cat sleeps"]
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
