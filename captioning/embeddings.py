@@ -16,11 +16,12 @@ from typing import Sequence
 
 import numpy as np
 
+from .variants import VARIANTS
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 
-EMBEDDING_KINDS = ("learned", "word2vec", "fasttext")
+EMBEDDING_KINDS = VARIANTS  # one embedding kind per model variant
 
 
 def train_vectors(kind: str, sentences: Sequence[Sequence[str]], dim: int, seed: int = 0,

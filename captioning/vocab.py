@@ -10,6 +10,18 @@ from typing import Iterable
 from .text import END, PAD, START, UNK, tokenize
 
 SPECIAL_TOKENS = [PAD, UNK, START, END]  # PAD must stay id 0: the decoder masks it
+N_SPECIAL = len(SPECIAL_TOKENS)  # ids below this are special tokens; words start here
+DEFAULT_MIN_COUNT = 5  # a word joins the vocabulary when the training captions use it this often
+
+
+def max_length_for(max_words: int) -> int:
+    """Decoding steps for captions of at most ``max_words`` words: the words plus ``<end>``."""
+    return max_words + 1
+
+
+def max_words_for(max_length: int) -> int:
+    """The inverse of :func:`max_length_for`: the most words a ``max_length`` leaves room for."""
+    return max_length - 1
 
 
 class Vocabulary:
@@ -25,7 +37,7 @@ class Vocabulary:
         self.pad_id, self.unk_id, self.start_id, self.end_id = (self.index[t] for t in SPECIAL_TOKENS)
 
     @classmethod
-    def build(cls, captions: Iterable[str], min_count: int = 5) -> "Vocabulary":
+    def build(cls, captions: Iterable[str], min_count: int = DEFAULT_MIN_COUNT) -> "Vocabulary":
         """Words seen at least ``min_count`` times, most frequent first (ties alphabetical)."""
         counts = Counter(w for caption in captions for w in tokenize(caption))
         kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
