@@ -25,13 +25,13 @@ from captioning.bundle import recover_bundle
 from captioning.concepts import top_labels
 from captioning.familiarity import Familiarity, FamiliarityResult
 from captioning.settings import DEFAULT_BEAM_WIDTH, METHODS, SettingsError, parse_settings
+from captioning.variants import LABELS, VARIANTS
+from captioning.vocab import N_SPECIAL
 
 from .admission import Admission
 
 log = logging.getLogger("demo")
 
-VARIANTS = ("learned", "fasttext", "word2vec")
-LABELS = {"learned": "Learned embedding", "fasttext": "FastText", "word2vec": "Word2Vec"}
 TOP_LABELS = 5  # ImageNet labels shown as "what the encoder sees"
 FEATURE_CACHE_SIZE = 32
 FAMILIARITY_FILE = "familiarity.h5"  # beside the bundles; built by python -m training.build_familiarity
@@ -253,7 +253,7 @@ class ModelSet:
         """
         captioner = self.captioners[name]
         if (name, n_words) not in self._projections:
-            first = 4  # ids 0-3 are <pad>, <unk>, <start>, <end>
+            first = N_SPECIAL  # skip <pad>, <unk>, <start>, <end>
             words = captioner.vocab.words[first:first + n_words]
             self._projections[(name, n_words)] = (words, *fit_pca_2d(captioner.embeddings[first:first + len(words)]))
         words, mean, axes, ratio = self._projections[(name, n_words)]
