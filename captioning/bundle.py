@@ -5,8 +5,9 @@
         vocab.json           the vocabulary, in id order
         decoder.weights.h5   Keras weights; the architecture is rebuilt from config.json
         metrics.json         test-set scores (written by training.evaluate)
+        samples.json         every generated test caption (written with metrics.json)
         history.json         loss per epoch
-        loss_curve.png       the same, plotted
+        loss_curve.png       the same, plotted (drawn by training.train)
 
 Loading checks every file and fails with a :class:`BundleError` that names the
 file and what is wrong with it.  Every value is checked for type and range, and
@@ -54,6 +55,7 @@ CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 WEIGHTS_FILE = "decoder.weights.h5"
 METRICS_FILE = "metrics.json"
+SAMPLES_FILE = "samples.json"
 HISTORY_FILE = "history.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 REQUIRED_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE)
@@ -334,27 +336,13 @@ def load_bundle(path: str | Path) -> Bundle:
     return Bundle(path, config, vocab, model, metrics=metrics, history=history)
 
 
-def write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-def plot_loss_curve(history: dict, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-    epochs = range(1, len(history["loss"]) + 1)
-    ax.plot(epochs, history["loss"], marker="o", label="train")
-    ax.plot(epochs, history["val_loss"], marker="o", label="validation")
-    if history.get("best_epoch"):
-        ax.axvline(history["best_epoch"], color="grey", linestyle=":", label="best")
-    ax.set(xlabel="epoch", ylabel="cross-entropy per word", title=title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def write_json(path: str | Path, data) -> None:
+    """Write ``data`` as indented JSON, atomically: a reader sees the old file or the new one, never
+    half of one (written beside ``path``, then renamed over it)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def save_bundle(path: str | Path, model: keras.Model, vocab: Vocabulary, config: dict,
@@ -371,7 +359,6 @@ def save_bundle(path: str | Path, model: keras.Model, vocab: Vocabulary, config:
     inference_model.save_weights(path / WEIGHTS_FILE)
     if history:
         write_json(path / HISTORY_FILE, history)
-        plot_loss_curve(history, path / LOSS_CURVE_FILE, config.get("name", path.name))
     if metrics:
         write_json(path / METRICS_FILE, metrics)
     return path

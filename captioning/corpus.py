@@ -45,6 +45,10 @@ class Corpus:
     def captions_of(self, images: list[str]) -> dict[str, list[str]]:
         return {image: self.captions[image] for image in images}
 
+    def split_captions(self, name: str) -> list[str]:
+        """Every caption of split ``name``'s images, in one list, in split order."""
+        return [caption for image in self.split(name) for caption in self.captions[image]]
+
 
 def read_token_file(path: str | Path) -> dict[str, list[str]]:
     """Parse ``<image>#<n>\\t<caption>`` lines into raw captions per image."""

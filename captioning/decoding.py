@@ -43,13 +43,41 @@ class Hypothesis:
 LENGTH_PENALTY = 0.7  # beam search ranks captions by log p / length**0.7: a mild preference for longer ones
 
 
-def _sigmoid(x):
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # stable, no overflow warnings
+def _sigmoid(x, xp=np):
+    return 0.5 * (xp.tanh(0.5 * x) + 1.0)  # stable, no overflow warnings
 
 
-def _log_softmax(logits):
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+def _log_softmax(logits, xp=np):
+    shifted = logits - xp.max(logits, axis=-1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+
+
+def merge_step(xp, input_gates, state, image_projection, lstm_recurrent, lstm_bias, merge_kernel, merge_bias,
+               out_kernel, out_bias):
+    """One step of the merge decoder: the words' LSTM input gates (n, 4 * units) and the state (h, c)
+    -> (next-word log-probabilities (n, vocab), new state).  Written against an array namespace
+    ``xp`` offering tanh, maximum, max, sum, exp and log: NumPy for :class:`StepDecoder`; the
+    benchmark passes TensorFlow's ops to time the same step as a graph."""
+    h, c = state
+    z = input_gates + h @ lstm_recurrent + lstm_bias
+    u = lstm_recurrent.shape[0]
+    i, f = _sigmoid(z[:, :u], xp), _sigmoid(z[:, u:2 * u], xp)
+    g, o = xp.tanh(z[:, 2 * u:3 * u]), _sigmoid(z[:, 3 * u:], xp)
+    c = f * c + i * g
+    h = o * xp.tanh(c)
+    merged = xp.maximum((image_projection + h) @ merge_kernel + merge_bias, 0.0)
+    return _log_softmax(merged @ out_kernel + out_bias, xp), (h, c)
+
+
+def banned_ids(vocab: Vocabulary) -> np.ndarray:
+    """Ids the decoder never emits: padding, start and unknown."""
+    return np.array([vocab.pad_id, vocab.start_id, vocab.unk_id])
+
+
+def forbid_end_at_first_step(scores: np.ndarray, t: int, end_id: int, lowest: float = -np.inf) -> None:
+    """At step ``t == 0`` give ``<end>`` the score ``lowest`` in place: a caption has at least one word."""
+    if t == 0:
+        scores[:, end_id] = lowest
 
 
 def _top_indices(scores: np.ndarray, m: int) -> np.ndarray:
@@ -82,8 +110,7 @@ class StepDecoder:
         self.merge_kernel, self.merge_bias = weights(MERGE_DENSE)
         self.out_kernel, self.out_bias = weights(WORD_PROBS)
         self.units = self.lstm_recurrent.shape[0]
-        # Words the decoder never emits: padding, start and unknown.
-        self.banned = np.array([vocab.pad_id, vocab.start_id, vocab.unk_id])
+        self.banned = banned_ids(vocab)
 
     def project_image(self, features: np.ndarray) -> np.ndarray:
         """(n, feature_dim) -> (n, units), computed once per image."""
@@ -93,19 +120,17 @@ class StepDecoder:
         zeros = np.zeros((n, self.units), dtype=np.float32)
         return zeros, zeros.copy()
 
+    @property
+    def step_weights(self) -> tuple[np.ndarray, ...]:
+        """The weights :func:`merge_step` takes after the image projection, in its order."""
+        return (self.lstm_recurrent, self.lstm_bias, self.merge_kernel, self.merge_bias, self.out_kernel,
+                self.out_bias)
+
     def step(self, word_ids: np.ndarray, state, image_projection: np.ndarray):
         """Feed one word per row; return (next-word log-probabilities (n, vocab), new state)."""
-        h, c = state
-        z = self.input_gates[word_ids] + h @ self.lstm_recurrent + self.lstm_bias
-        u = self.units
-        i, f = _sigmoid(z[:, :u]), _sigmoid(z[:, u:2 * u])
-        g, o = np.tanh(z[:, 2 * u:3 * u]), _sigmoid(z[:, 3 * u:])
-        c = f * c + i * g
-        h = o * np.tanh(c)
-        merged = np.maximum((image_projection + h) @ self.merge_kernel + self.merge_bias, 0.0)
-        logprobs = _log_softmax(merged @ self.out_kernel + self.out_bias)
+        logprobs, state = merge_step(np, self.input_gates[word_ids], state, image_projection, *self.step_weights)
         logprobs[:, self.banned] = -np.inf
-        return logprobs, (h, c)
+        return logprobs, state
 
     def greedy(self, features: np.ndarray, max_length: int) -> list[Hypothesis]:
         """Most likely word at each step, for a batch of images (n, feature_dim)."""
@@ -116,8 +141,7 @@ class StepDecoder:
         hyps = [Hypothesis([], [], False) for _ in range(n)]
         for t in range(max_length):
             logprobs, state = self.step(words, state, projection)
-            if t == 0:
-                logprobs[:, self.vocab.end_id] = -np.inf  # a caption has at least one word
+            forbid_end_at_first_step(logprobs, t, self.vocab.end_id)
             words = logprobs.argmax(axis=1)
             for row, hyp in enumerate(hyps):
                 if hyp.finished:
@@ -143,8 +167,7 @@ class StepDecoder:
         finished: list[Hypothesis] = []
         for t in range(max_length):
             logprobs, (h, c) = self.step(last_words, state, np.repeat(projection, len(alive), axis=0))
-            if t == 0:
-                logprobs[:, self.vocab.end_id] = -np.inf  # a caption has at least one word
+            forbid_end_at_first_step(logprobs, t, self.vocab.end_id)
             totals = np.array([hyp.logprob for hyp in alive])[:, None] + logprobs
             # Best 2k continuations: enough that k stay alive after some end here.  An <end>
             # finishes a caption only if it ranks among the best k (as in fairseq and
@@ -187,12 +210,11 @@ def naive_greedy(model: keras.Model, features: np.ndarray, vocab: Vocabulary, ma
     tokens[:, 0] = vocab.start_id
     done = np.zeros(n, dtype=bool)
     outputs: list[list[int]] = [[] for _ in range(n)]
-    banned = [vocab.pad_id, vocab.start_id, vocab.unk_id]
+    banned = banned_ids(vocab)
     for t in range(max_length):
         probs = model.predict({"image_features": features, "caption_in": tokens[:, :t + 1]}, verbose=0)[:, t]
         probs[:, banned] = -1.0
-        if t == 0:
-            probs[:, vocab.end_id] = -1.0  # a caption has at least one word
+        forbid_end_at_first_step(probs, t, vocab.end_id, lowest=-1.0)
         words = probs.argmax(axis=1)
         tokens[:, t + 1] = words
         for row in np.flatnonzero(~done):

@@ -24,6 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from .bundle import write_json
 from .data import CaptionBatches
 from .model import DecoderConfig, build_decoder
 
@@ -52,12 +53,6 @@ def compile_decoder(model: keras.Model, settings: TrainSettings) -> keras.Model:
         weighted_metrics=[],
     )
     return model
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def _save_atomic(save, path: Path) -> None:
@@ -103,8 +98,6 @@ def fit_decoder(
                  "history": {"loss": [], "val_loss": [], "epoch_seconds": [], "learning_rate": []}}
         model = compile_decoder(build_decoder(config, embedding_matrix), settings)
     state["run"] = identity
-    state.setdefault("learning_rate", settings.learning_rate)  # checkpoints from before the decay
-    state["history"].setdefault("learning_rate", [])
 
     history = state["history"]
     train_data, dev_data = train.dataset(), dev.dataset()
@@ -134,7 +127,7 @@ def fit_decoder(
             state["learning_rate"] = max(settings.min_learning_rate, state["learning_rate"] * settings.lr_decay)
         state["epoch"] = epoch + 1
         _save_atomic(model.save, last)
-        _write_json(state_file, state)
+        write_json(state_file, state)
         stopped_early = state["wait"] >= settings.patience
 
     model.load_weights(best)

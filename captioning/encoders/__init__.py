@@ -22,13 +22,12 @@ class EncoderSpec:
     name: str
     input_size: int
     feature_dim: int
-    needs_network: bool
 
 
 ENCODERS = {
-    "efficientnet_lite0": EncoderSpec("efficientnet_lite0", 224, 1280, needs_network=False),
-    "inception_v3": EncoderSpec("inception_v3", 299, 2048, needs_network=True),
-    "xception": EncoderSpec("xception", 299, 2048, needs_network=True),
+    "efficientnet_lite0": EncoderSpec("efficientnet_lite0", 224, 1280),
+    "inception_v3": EncoderSpec("inception_v3", 299, 2048),  # downloads its ImageNet weights
+    "xception": EncoderSpec("xception", 299, 2048),          # downloads its ImageNet weights
 }
 DEFAULT_ENCODER = "efficientnet_lite0"
 
