@@ -133,7 +133,8 @@ def test_killed_runs_keep_the_old_bundle_and_resume(flickr8k, work):
     assert f"resuming after epoch {EPOCHS} " in third.log
     assert epochs_logged(third.log) == []
 
-    assert sorted(p.name for p in weights.iterdir()) == [VARIANT, "training.log"]  # no staging, no .old
+    assert sorted(p.name for p in weights.iterdir()) == [VARIANT, "training.log",  # no staging, no .old
+                                                         "training_summary.json"]
     assert not (work / "runs" / VARIANT).exists(), "checkpoints of a finished run are removed"
     new = load_bundle(bundle)
     assert new.config["decoder"]["units"] == 16 != old_units

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -15,10 +16,19 @@ from captioning.encoders import DEFAULT_ENCODER, ENCODERS, ImageEncoder
 from captioning.features import default_cache_path, extract_features
 
 DEFAULT_DATA = "../shared/data/flickr8k"
+SUMMARY_FILE = "training_summary.json"  # <out>/training_summary.json: timings of the latest training.train run
 
 
 def quiet_tensorflow() -> None:
+    """TensorFlow's C++ logging level is read when TensorFlow is imported, so the package sets it on
+    import (training/__init__.py); this only repeats that, for entry points that still call it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def read_training_summary(weights: str | Path) -> dict | None:
+    """The timings training.train wrote into ``weights`` (features, each variant, total), None if absent."""
+    path = Path(weights) / SUMMARY_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def setup_logging(log_file: Path | None = None) -> None:

@@ -14,15 +14,16 @@ import argparse
 import datetime
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
 from captioning import Captioner
-from captioning.bundle import METRICS_FILE, write_json
+from captioning.bundle import METRICS_FILE, SAMPLES_FILE, write_json
 from captioning.corpus import Corpus
 from captioning.evaluation import evaluate_predictions
 
-from .common import add_data_arguments, corpus_from_args, features_for, quiet_tensorflow, setup_logging
+from .common import add_data_arguments, corpus_from_args, features_for, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def evaluate_captioner(captioner: Captioner, corpus: Corpus, features: np.ndarra
     if overlap:
         raise ValueError(f"{len(overlap)} {split} images are also training images")
     references = corpus.captions_of(images)
-    training_captions = [t for im in corpus.split("train") for t in corpus.captions[im]]
+    training_captions = corpus.split_captions("train")
     matrix = features[[index[im] for im in images]]
     metrics, samples = {}, {}
     for name in settings or list(DECODING_SETTINGS):
@@ -63,8 +64,13 @@ def evaluate_captioner(captioner: Captioner, corpus: Corpus, features: np.ndarra
     }, samples
 
 
+def write_evaluation(bundle: Path, metrics: dict, samples: dict) -> None:
+    """Put the scores and every generated caption into the bundle folder."""
+    write_json(bundle / METRICS_FILE, metrics)
+    write_json(bundle / SAMPLES_FILE, samples)
+
+
 def main(argv=None) -> int:
-    quiet_tensorflow()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="bundle folder, e.g. weights/word2vec")
     parser.add_argument("--split", default="test")
@@ -77,8 +83,7 @@ def main(argv=None) -> int:
     captioner = Captioner.load(args.model)  # with the encoder the bundle was trained on
     features, index = features_for(corpus, captioner.encoder, args.cache_dir, corpus.split(args.split))
     metrics, samples = evaluate_captioner(captioner, corpus, features, index, args.split, args.settings)
-    write_json(captioner.bundle.path / METRICS_FILE, metrics)
-    write_json(captioner.bundle.path / "samples.json", samples)
+    write_evaluation(captioner.bundle.path, metrics, samples)
     print(f"wrote {captioner.bundle.path / METRICS_FILE}")
     return 0
 

@@ -25,18 +25,18 @@ import sys
 from pathlib import Path
 
 from captioning.bundle import ASIDE_MARK, REQUIRED_FILES, STAGING_PREFIX, TRASH_PREFIX
+from captioning.variants import VARIANTS
 
 log = logging.getLogger("training.push_to_hub")
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("learned", "fasttext", "word2vec")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 # What a Space must carry to run the app, and what it must not: tracked paths matching these
 # (fnmatch on the path, or any of its folders) stay out.
 SPACE_EXCLUDED = (
     "tests/*", ".ci/*", "requirements-dev.txt",  # the test suite and CI: not run on a Space
-    "training/*", "evaluation/*",                  # training, evaluation sets, benchmarks: the app uses none
+    "training/*", "tools/*", "evaluation/*",       # training, evaluation sets, benchmarks: the app uses none
     "docs/*",                                      # the README screenshot: only the code repository shows it
     "pyproject.toml", ".gitignore",                # tool settings for development
     ".venv/*", "runs/*", "cache/*", ".git/*", "*/__pycache__/*", "*.pyc", ".gradio/*",  # never, even if tracked

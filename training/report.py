@@ -2,7 +2,9 @@
 
     python -m training.report [--weights weights]
 
-Reads each bundle's metrics.json (test-set scores) and config.json (training time).
+Reads each bundle's metrics.json (test-set scores) and config.json (training time), and the
+training run's timings from training_summary.json.  Also draws a bundle's loss curve
+(:func:`plot_loss_curve`, called by training.train).
 """
 
 from __future__ import annotations
@@ -10,25 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 from pathlib import Path
 
-VARIANTS = ("learned", "fasttext", "word2vec")
+from captioning.variants import VARIANTS
+from tools.measure import cpu_model
+
+from .common import SUMMARY_FILE, read_training_summary
+
 SETTINGS = {"greedy": "greedy", "beam3": "beam k=3", "beam5": "beam k=5"}
 COLUMNS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "NLTK-BLEU-4",
            "vocabulary_used", "copied_from_training", "mean_length"]
 HEADERS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "NLTK BLEU-4",
            "words used", "copied", "mean len"]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _cell(key: str, value) -> str:
@@ -71,6 +66,36 @@ def training_table(weights: Path) -> str:
     return "\n".join(lines)
 
 
+def run_summary(weights: Path) -> str:
+    """One line: how long the last training run took, from its training_summary.json."""
+    run = read_training_summary(weights)
+    if not run:
+        return ""
+    variants = "; ".join(f"{v['variant']} {v['seconds']:.0f} s" for v in run["variants"])
+    return (f"Training run ({SUMMARY_FILE}): image features {run['features_seconds']:.0f} s; {variants} "
+            f"(each with its word vectors and evaluation); {run['total_seconds'] / 60:.1f} min in all.")
+
+
+def plot_loss_curve(history: dict, path: Path, title: str) -> None:
+    """Training and validation loss per epoch, the best epoch marked, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    epochs = range(1, len(history["loss"]) + 1)
+    ax.plot(epochs, history["loss"], marker="o", label="train")
+    ax.plot(epochs, history["val_loss"], marker="o", label="validation")
+    if history.get("best_epoch"):
+        ax.axvline(history["best_epoch"], color="grey", linestyle=":", label="best")
+    ax.set(xlabel="epoch", ylabel="cross-entropy per word", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="weights")
@@ -86,6 +111,10 @@ def main(argv=None) -> int:
     print(scores_table(weights))
     print()
     print(training_table(weights))
+    summary = run_summary(weights)
+    if summary:
+        print()
+        print(summary)
     return 0
 
 

@@ -24,35 +24,43 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from captioning.bundle import METRICS_FILE, publish, restore_bundle, save_bundle, staging_path, write_json
+import numpy as np
+
+from captioning.bundle import LOSS_CURVE_FILE, publish, restore_bundle, save_bundle, staging_path, write_json
 from captioning.captioner import Captioner
+from captioning.corpus import Corpus
 from captioning.data import CaptionBatches, encode_captions
-from captioning.embeddings import EMBEDDING_KINDS, embedding_matrix, load_vectors, train_vectors
-from captioning.encoders import load_encoder
+from captioning.embeddings import embedding_matrix, load_vectors, train_vectors
+from captioning.encoders import ImageEncoder, load_encoder
 from captioning.model import DecoderConfig
 from captioning.text import tokenize
 from captioning.training import TrainSettings, fit_decoder
-from captioning.vocab import Vocabulary
+from captioning.variants import LABELS, PRETRAINED_VARIANTS, VARIANTS
+from captioning.vocab import DEFAULT_MIN_COUNT, Vocabulary, max_length_for
 
-from .common import add_data_arguments, corpus_from_args, features_for, quiet_tensorflow, setup_logging
-from .evaluate import evaluate_captioner
+from .common import SUMMARY_FILE, add_data_arguments, corpus_from_args, features_for, setup_logging
+from .evaluate import DECODING_SETTINGS, evaluate_captioner, write_evaluation
+from .report import plot_loss_curve
 
 log = logging.getLogger("training.train")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="all", choices=[*EMBEDDING_KINDS, "all"],
+    parser.add_argument("--variant", default="all", choices=[*VARIANTS, "all"],
                         help="embedding of the model to train (default: all three)")
     add_data_arguments(parser)
     model = parser.add_argument_group("model")
-    model.add_argument("--embedding-dim", type=int, default=256,
+    sizes = DecoderConfig(vocab_size=0, feature_dim=0)  # the decoder's default sizes
+    model.add_argument("--embedding-dim", type=int, default=sizes.embedding_dim,
                        help="word vector size (ignored with --vectors; default: %(default)s)")
-    model.add_argument("--units", type=int, default=256)
-    model.add_argument("--dropout", type=float, default=0.5)
-    model.add_argument("--min-count", type=int, default=5, help="minimum word frequency in the vocabulary")
+    model.add_argument("--units", type=int, default=sizes.units)
+    model.add_argument("--dropout", type=float, default=sizes.dropout)
+    model.add_argument("--min-count", type=int, default=DEFAULT_MIN_COUNT,
+                       help="minimum word frequency in the vocabulary")
     model.add_argument("--max-words", type=int, default=22,
                        help="longest caption in words, for training and generation (default: %(default)s)")
     model.add_argument("--vectors", help="pretrained vector file for the word2vec/fasttext variant "
@@ -70,11 +78,11 @@ def parse_args(argv=None):
     out.add_argument("--out", default="weights", help="folder that receives <variant>/ bundles (default: %(default)s)")
     out.add_argument("--runs", default="runs", help="checkpoints of unfinished runs (default: %(default)s)")
     out.add_argument("--no-evaluate", action="store_true", help="skip the test-set evaluation")
-    out.add_argument("--settings", nargs="+", default=["greedy", "beam3", "beam5"],
+    out.add_argument("--settings", nargs="+", default=list(DECODING_SETTINGS),
                      help="decoding settings to evaluate (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.vectors and args.variant not in ("word2vec", "fasttext"):
-        parser.error("--vectors needs --variant word2vec or fasttext")
+    if args.vectors and args.variant not in PRETRAINED_VARIANTS:
+        parser.error(f"--vectors needs --variant {' or '.join(PRETRAINED_VARIANTS)}")
     return args
 
 
@@ -84,75 +92,129 @@ def word_vectors(kind: str, train_captions: list[str], args) -> tuple[object, st
         return load_vectors(args.vectors), f"pretrained vectors from {Path(args.vectors).name}"
     started = time.perf_counter()
     vectors = train_vectors(kind, [tokenize(c) for c in train_captions], args.embedding_dim, seed=args.seed)
-    name = {"word2vec": "Word2Vec", "fasttext": "FastText"}[kind]
-    log.info("trained %s vectors (%d words) in %.1f s", name, len(vectors.key_to_index), time.perf_counter() - started)
-    return vectors, f"gensim {name} skip-gram trained on the training captions"
+    log.info("trained %s vectors (%d words) in %.1f s", LABELS[kind], len(vectors.key_to_index),
+             time.perf_counter() - started)
+    return vectors, f"gensim {LABELS[kind]} skip-gram trained on the training captions"
 
 
-def train_variant(variant: str, args, corpus, encoder, features, index, vocab) -> dict:
+@dataclass
+class Shared:
+    """What every variant of one run shares: the settings, the data and its features, the vocabulary."""
+
+    args: argparse.Namespace
+    corpus: Corpus
+    encoder: ImageEncoder
+    features: np.ndarray  # one row per image
+    index: dict[str, int]  # image name -> row
+    vocab: Vocabulary
+
+
+@dataclass
+class Trained:
+    """A fitted decoder and how it was trained."""
+
+    model: object
+    history: dict
+    decoder: DecoderConfig
+    settings: TrainSettings
+    train_captions: int
+
+
+def train_variant(variant: str, run: Shared) -> dict:
+    """The recipe: embedding -> train -> stage -> evaluate -> publish.  Returns the timings."""
     started = time.perf_counter()
-    train_caps = corpus.captions_of(corpus.split("train"))
-    all_train_captions = [c for caps in train_caps.values() for c in caps]
+    matrix, embedding = choose_embedding(variant, run)
+    trained = train_decoder(variant, run, embedding, matrix)
+    train_seconds = time.perf_counter() - started
+    staging = stage_bundle(variant, run, embedding, trained, train_seconds)
+    evaluation_started = time.perf_counter()
+    if not run.args.no_evaluate:
+        evaluate_staged(staging, run)
+    evaluate_seconds = time.perf_counter() - evaluation_started
+    publish_variant(staging, Path(run.args.out) / variant, Path(run.args.runs) / variant)
+    seconds = time.perf_counter() - started
+    log.info("%s: bundle written to %s (%.1f s in all)", variant, Path(run.args.out) / variant, seconds)
+    return {"variant": variant, "seconds": round(seconds, 1), "train_seconds": round(train_seconds, 1),
+            "evaluate_seconds": round(evaluate_seconds, 1), "epochs": len(trained.history["loss"]),
+            "seconds_per_epoch": seconds_per_epoch(trained.history)}
 
-    matrix, embedding = None, {"kind": variant, "dim": args.embedding_dim, "trainable": True,
-                               "source": "learned with the decoder"}
-    if variant != "learned":
-        vectors, source = word_vectors(variant, all_train_captions, args)
-        matrix, missing = embedding_matrix(vocab, vectors, seed=args.seed)
-        embedding = {"kind": variant, "dim": int(matrix.shape[1]), "trainable": False, "source": source,
-                     "words_without_vector": missing}
 
-    config = DecoderConfig(vocab_size=len(vocab), feature_dim=encoder.feature_dim,
-                           embedding_dim=embedding["dim"], units=args.units, dropout=args.dropout,
-                           embedding_trainable=embedding["trainable"])
+def choose_embedding(variant: str, run: Shared) -> tuple[np.ndarray | None, dict]:
+    """(initial embedding matrix, or None to learn it; the bundle's ``embedding`` section)."""
+    args = run.args
+    if variant == "learned":
+        return None, {"kind": variant, "dim": args.embedding_dim, "trainable": True,
+                      "source": "learned with the decoder"}
+    vectors, source = word_vectors(variant, run.corpus.split_captions("train"), args)
+    matrix, missing = embedding_matrix(run.vocab, vectors, seed=args.seed)
+    return matrix, {"kind": variant, "dim": int(matrix.shape[1]), "trainable": False, "source": source,
+                    "words_without_vector": missing}
+
+
+def train_decoder(variant: str, run: Shared, embedding: dict, matrix: np.ndarray | None) -> Trained:
+    """Fit the decoder on the train split with early stopping on the dev split (resuming a checkpoint)."""
+    args = run.args
+    decoder = DecoderConfig(vocab_size=len(run.vocab), feature_dim=run.encoder.feature_dim,
+                            embedding_dim=embedding["dim"], units=args.units, dropout=args.dropout,
+                            embedding_trainable=embedding["trainable"])
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                              patience=args.patience, seed=args.seed)
-    rows, seqs = encode_captions(train_caps, index, vocab, args.max_words)
-    dev_rows, dev_seqs = encode_captions(corpus.captions_of(corpus.split("dev")), index, vocab, args.max_words)
-    train_batches = CaptionBatches(features, rows, seqs, settings.batch_size, shuffle=True, seed=args.seed)
-    dev_batches = CaptionBatches(features, dev_rows, dev_seqs, 256, shuffle=False)
-    log.info("%s: %d training captions in %d batches, %d dev captions", variant, len(seqs), len(train_batches),
-             len(dev_seqs))
+    train, dev = (encode_captions(run.corpus.captions_of(run.corpus.split(name)), run.index, run.vocab,
+                                  args.max_words) for name in ("train", "dev"))
+    train_batches = CaptionBatches(run.features, *train, settings.batch_size, shuffle=True, seed=args.seed)
+    dev_batches = CaptionBatches(run.features, *dev, 256, shuffle=False)
+    log.info("%s: %d training captions in %d batches, %d dev captions", variant, len(train[1]), len(train_batches),
+             len(dev[1]))
+    model, history = fit_decoder(decoder, train_batches, dev_batches, settings, Path(args.runs) / variant, matrix)
+    return Trained(model, history, decoder, settings, len(train[1]))
 
-    checkpoint_dir = Path(args.runs) / variant
-    model, history = fit_decoder(config, train_batches, dev_batches, settings, checkpoint_dir, matrix)
-    train_seconds = time.perf_counter() - started
 
-    bundle_config = {
+def seconds_per_epoch(history: dict) -> float:
+    return round(sum(history["epoch_seconds"]) / len(history["epoch_seconds"]), 1)
+
+
+def bundle_config(variant: str, run: Shared, embedding: dict, trained: Trained, train_seconds: float) -> dict:
+    """config.json of the bundle: what was trained, how, on what."""
+    args, history, corpus = run.args, trained.history, run.corpus
+    return {
         "name": variant,
-        "encoder": encoder.name,
-        "max_length": args.max_words + 1,
-        "decoder": config.to_dict(),
+        "encoder": run.encoder.name,
+        "max_length": max_length_for(args.max_words),
+        "decoder": trained.decoder.to_dict(),
         "embedding": embedding,
-        "vocab": {"size": len(vocab), "min_count": args.min_count},
-        "training": {**settings.to_dict(), "epochs_run": len(history["loss"]), "best_epoch": history["best_epoch"],
-                     "seconds": round(train_seconds, 1),
-                     "seconds_per_epoch": round(sum(history["epoch_seconds"]) / len(history["epoch_seconds"]), 1),
+        "vocab": {"size": len(run.vocab), "min_count": args.min_count},
+        "training": {**trained.settings.to_dict(), "epochs_run": len(history["loss"]),
+                     "best_epoch": history["best_epoch"], "seconds": round(train_seconds, 1),
+                     "seconds_per_epoch": seconds_per_epoch(history),
                      "best_val_loss": round(min(history["val_loss"]), 4)},
         "data": {"corpus": Path(args.data).name, "captions_file": Path(args.captions).name if args.captions else
                  "Flickr8k.token.txt", **{f"{s}_images": len(corpus.split(s)) for s in ("train", "dev", "test")},
-                 "train_captions": len(seqs)},
+                 "train_captions": trained.train_captions},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    out = Path(args.out)
-    staging = staging_path(out / variant)
-    shutil.rmtree(staging, ignore_errors=True)  # an earlier run's; main() recovered it first if it was needed
-    save_bundle(staging, model, vocab, bundle_config, history=history)
 
-    evaluation_started = time.perf_counter()
-    if not args.no_evaluate:
-        captioner = Captioner.load(staging, encoder=encoder)
-        metrics, samples = evaluate_captioner(captioner, corpus, features, index, "test", args.settings)
-        write_json(staging / METRICS_FILE, metrics)
-        write_json(staging / "samples.json", samples)
-    evaluate_seconds = time.perf_counter() - evaluation_started
-    publish(staging, out / variant)
+
+def stage_bundle(variant: str, run: Shared, embedding: dict, trained: Trained, train_seconds: float) -> Path:
+    """Write the bundle (and its loss curve) into <out>/.staging-<variant>/; returns that folder."""
+    staging = staging_path(Path(run.args.out) / variant)
+    shutil.rmtree(staging, ignore_errors=True)  # an earlier run's; main() recovered it first if it was needed
+    save_bundle(staging, trained.model, run.vocab, bundle_config(variant, run, embedding, trained, train_seconds),
+                history=trained.history)
+    plot_loss_curve(trained.history, staging / LOSS_CURVE_FILE, variant)
+    return staging
+
+
+def evaluate_staged(staging: Path, run: Shared) -> None:
+    """Score the staged bundle on the test split: its metrics.json and samples.json."""
+    captioner = Captioner.load(staging, encoder=run.encoder)
+    metrics, samples = evaluate_captioner(captioner, run.corpus, run.features, run.index, "test", run.args.settings)
+    write_evaluation(staging, metrics, samples)
+
+
+def publish_variant(staging: Path, destination: Path, checkpoint_dir: Path) -> None:
+    """Move the finished bundle into place; the run's checkpoints are no longer needed."""
+    publish(staging, destination)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    log.info("%s: bundle written to %s (%.1f s in all)", variant, out / variant, time.perf_counter() - started)
-    return {"variant": variant, "seconds": round(time.perf_counter() - started, 1),
-            "train_seconds": round(train_seconds, 1), "evaluate_seconds": round(evaluate_seconds, 1),
-            "epochs": len(history["loss"]),
-            "seconds_per_epoch": bundle_config["training"]["seconds_per_epoch"]}
 
 
 def limit_corpus(corpus, n: int):
@@ -160,33 +222,39 @@ def limit_corpus(corpus, n: int):
     return corpus
 
 
-def main(argv=None) -> int:
-    quiet_tensorflow()
-    args = parse_args(argv)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    setup_logging(Path(args.out) / "training.log")
+def prepare(args) -> Shared:
+    """Read the corpus, extract (or reuse) the image features, build the vocabulary."""
     started = time.perf_counter()
-    log.info("training %s from %s", args.variant, args.captions or args.data)
-    variants = list(EMBEDDING_KINDS) if args.variant == "all" else [args.variant]
-    for variant in variants:  # a publish killed between its two renames leaves <out>/<variant>/ missing
-        restore_bundle(Path(args.out) / variant)
-
     corpus = corpus_from_args(args)
     if args.limit_images:
         corpus = limit_corpus(corpus, args.limit_images)
     encoder = load_encoder(args.encoder)
     images = sorted({im for split in ("train", "dev", "test") for im in corpus.split(split)})
     features, index = features_for(corpus, encoder, args.cache_dir, images)
-    feature_seconds = time.perf_counter() - started
-    log.info("features for %d images ready after %.1f s", len(images), feature_seconds)
-
-    train_captions = [c for im in corpus.split("train") for c in corpus.captions[im]]
-    vocab = Vocabulary.build(train_captions, min_count=args.min_count)
+    log.info("features for %d images ready after %.1f s", len(images), time.perf_counter() - started)
+    vocab = Vocabulary.build(corpus.split_captions("train"), min_count=args.min_count)
     log.info("vocabulary: %d words seen at least %d times in the training captions", len(vocab), args.min_count)
+    return Shared(args, corpus, encoder, features, index, vocab)
 
-    results = [train_variant(v, args, corpus, encoder, features, index, vocab) for v in variants]
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out / "training.log")
+    started = time.perf_counter()
+    log.info("training %s from %s", args.variant, args.captions or args.data)
+    variants = list(VARIANTS) if args.variant == "all" else [args.variant]
+    for variant in variants:  # a publish killed between its two renames leaves <out>/<variant>/ missing
+        restore_bundle(out / variant)
+
+    run = prepare(args)
+    feature_seconds = time.perf_counter() - started
+    results = [train_variant(v, run) for v in variants]
     total = time.perf_counter() - started
-    summary = {"features_seconds": round(feature_seconds, 1), "variants": results, "total_seconds": round(total, 1)}
+    summary = {"finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "features_seconds": round(feature_seconds, 1), "variants": results, "total_seconds": round(total, 1)}
+    write_json(out / SUMMARY_FILE, summary)
     log.info("done: %s", json.dumps(summary))
     training = feature_seconds + sum(r["train_seconds"] for r in results)
     log.info("from raw images: %.1f min of training (features + word vectors + decoders), %.1f min in all "

@@ -1,10 +1,10 @@
 """Load test of the demo's JSON API (issue 5.1): many caption requests from concurrent
 clients, bounded in count and time, on loopback only.
 
-    python -m training.load_test --start                      # start `python app.py` on a free port, test it, stop it
-    python -m training.load_test --start --weights /tmp/tiny  # ... with other models (CAPTION_WEIGHTS_DIR)
-    python -m training.load_test --url http://127.0.0.1:7860 --pid 1234   # an app already running
-    python -m training.load_test --start --burst              # 64 clients at once, 9 MB uploads, beam 10
+    python -m tools.load_test --start                      # start `python app.py` on a free port, test it, stop it
+    python -m tools.load_test --start --weights /tmp/tiny  # ... with other models (CAPTION_WEIGHTS_DIR)
+    python -m tools.load_test --url http://127.0.0.1:7860 --pid 1234   # an app already running
+    python -m tools.load_test --start --burst              # 64 clients at once, 9 MB uploads, beam 10
 
 --burst replays the overload of the security issue: 64 simultaneous beam-10 requests, each a
 9 MB upload. The app answers a bounded number and turns the rest away at once with 503 and
@@ -43,14 +43,16 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from captioning.variants import VARIANTS
 from demo.server import app_process
+
+from .measure import percentile, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URL = "http://127.0.0.1:7860"
 DEFAULT_IMAGES = ROOT / "demo" / "examples"
 FLICKR8K = ROOT.parent / "shared" / "data" / "flickr8k"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
-VARIANTS = ("learned", "fasttext", "word2vec")
 MAX_REQUESTS = 10_000  # the test is bounded whatever the arguments say
 MAX_SECONDS = 3_600
 
@@ -109,19 +111,6 @@ def is_loopback(url: str) -> bool:
 
 
 
-def rss_mb(pid: int | None) -> float | None:
-    """Resident memory of ``pid`` in MB (VmRSS), None if unknown."""
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def find_images(folder: str | None) -> list[Path]:
     """The photos to send: ``folder``, else demo/examples/, else the first Flickr8k test photos."""
     def photos_in(path: Path) -> list[Path]:
@@ -138,12 +127,6 @@ def find_images(folder: str | None) -> list[Path]:
     if not files:
         raise SystemExit(f"error: no images found in {folder or DEFAULT_IMAGES} (give --images FOLDER)")
     return files
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile of sorted ``values``."""
-    rank = max(1, int(-(-q * len(values) // 100)))  # ceil(q/100 * n)
-    return values[min(rank, len(values)) - 1]
 
 
 def is_turned_away(response: httpx.Response) -> bool:

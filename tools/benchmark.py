@@ -1,7 +1,7 @@
 """How fast is captioning, really?  Measured on real Flickr8k test photos, warm.
 
-    python -m training.benchmark                        # weights/, ../shared/data/flickr8k, 50 images
-    python -m training.benchmark --images 100 --json benchmark.json --markdown benchmark.md
+    python -m tools.benchmark                        # weights/, ../shared/data/flickr8k, 50 images
+    python -m tools.benchmark --images 100 --json benchmark.json --markdown benchmark.md
 
 Per image (file on disk -> features -> captions), median and p90 wall time of:
 
@@ -16,7 +16,7 @@ then batched feature-extraction throughput over a folder (no cache), the peak
 resident memory of the app process (``app.py``, with all three models loaded and
 after answering caption requests; if there is no app, a process that loads the
 encoder and the three captioners), and training speed from each bundle's
-``config.json`` and ``weights/training.log``.  Prints a markdown table with the
+``config.json`` and ``weights/training_summary.json``.  Prints a markdown table with the
 machine it ran on.  Run it on an otherwise idle machine: nothing in the test
 suite is timed.
 """
@@ -32,19 +32,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
+import httpx
 import numpy as np
 
+from captioning.variants import VARIANTS
+from captioning.vocab import max_words_for
 from demo.server import app_process
+from training.common import DEFAULT_DATA, SUMMARY_FILE, read_training_summary
 
-from .common import DEFAULT_DATA, quiet_tensorflow
+from .measure import cpu_model, process_memory, read_text, summary_ms
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("learned", "fasttext", "word2vec")
 BEAM_WIDTH = 5
 WARMUP_IMAGES = 3
 # The bars of issue 4, on a 2-core CPU.
@@ -78,16 +79,9 @@ def parse_args(argv=None):
 
 
 # -- machine ------------------------------------------------------------------------------------
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
 def cpu_quota() -> str | None:
     """The cgroup v2 CPU limit, e.g. '2.0 CPUs', if one is set."""
-    quota = _read("/sys/fs/cgroup/cpu.max").split()
+    quota = read_text("/sys/fs/cgroup/cpu.max").split()
     if len(quota) == 2 and quota[0] != "max":
         return f"{int(quota[0]) / int(quota[1]):.1f} CPUs"
     return None
@@ -97,14 +91,12 @@ def machine_info() -> dict:
     import keras
     import tensorflow as tf
 
-    cpuinfo = _read("/proc/cpuinfo")
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
+    cpuinfo = read_text("/proc/cpuinfo")
     flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    mem_kb = next((int(line.split()[1]) for line in _read("/proc/meminfo").splitlines()
+    mem_kb = next((int(line.split()[1]) for line in read_text("/proc/meminfo").splitlines()
                    if line.startswith("MemTotal")), 0)
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
         "cpu_flags": [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags],
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -117,13 +109,6 @@ def machine_info() -> dict:
         "numpy": np.__version__,
         "load_average": os.getloadavg(),
     }
-
-
-# -- statistics ---------------------------------------------------------------------------------
-def summary(seconds) -> dict:
-    ms = np.asarray(seconds, dtype=np.float64) * 1000
-    return {"n": int(ms.size), "median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
-            "mean_ms": float(ms.mean()), "min_ms": float(ms.min()), "max_ms": float(ms.max())}
 
 
 # -- per-image pipelines ------------------------------------------------------------------------
@@ -166,12 +151,17 @@ def time_images(encoder, decode, images: list[Path]) -> dict:
 
 def step_implementations(decoder, repeats: int = 300) -> dict:
     """Milliseconds per decoder step (1 row: greedy; 5 rows: a beam) of the NumPy step against
-    the same step as a TensorFlow graph and as an XLA-compiled function; all must agree."""
+    the same step (the library's :func:`merge_step` over the decoder's weights) as a TensorFlow
+    graph and as an XLA-compiled function; all must agree."""
     import tensorflow as tf
 
+    from captioning.decoding import merge_step
+
     d = decoder
-    weights = [tf.constant(w) for w in (d.input_gates, d.lstm_recurrent, d.lstm_bias, d.merge_kernel,
-                                        d.merge_bias, d.out_kernel, d.out_bias)]
+    tf_ops = SimpleNamespace(tanh=tf.tanh, maximum=tf.maximum, max=tf.reduce_max, sum=tf.reduce_sum,
+                             exp=tf.exp, log=tf.math.log)
+    gates = tf.constant(d.input_gates)
+    weights = [tf.constant(w) for w in d.step_weights]
     banned = np.zeros(d.input_gates.shape[0], np.float32)
     banned[d.banned] = -np.inf
     banned = tf.constant(banned)
@@ -180,14 +170,8 @@ def step_implementations(decoder, repeats: int = 300) -> dict:
     def tf_step(jit: bool):
         @tf.function(jit_compile=jit, reduce_retracing=True)
         def f(words, h, c, projection):
-            gates, recurrent, bias, merge_k, merge_b, out_k, out_b = weights
-            z = tf.gather(gates, words) + h @ recurrent + bias
-            i, f_, g, o = (tf.sigmoid(z[:, :u]), tf.sigmoid(z[:, u:2 * u]), tf.tanh(z[:, 2 * u:3 * u]),
-                           tf.sigmoid(z[:, 3 * u:]))
-            c = f_ * c + i * g
-            h = o * tf.tanh(c)
-            merged = tf.nn.relu((projection + h) @ merge_k + merge_b)
-            return tf.nn.log_softmax(merged @ out_k + out_b) + banned, h, c
+            logprobs, (h, c) = merge_step(tf_ops, tf.gather(gates, words), (h, c), projection, *weights)
+            return logprobs + banned, h, c
 
         def step(words, state, projection):
             logprobs, h, c = f(tf.constant(words, tf.int32), state[0], state[1], projection)
@@ -227,30 +211,6 @@ def feature_throughput(encoder, image_dir: Path, names: list[str], batch_size: i
 
 
 # -- memory -------------------------------------------------------------------------------------
-def proc_memory(pid: int) -> dict:
-    """VmHWM (peak resident) and VmRSS of a process, in bytes, plus its descendants' RSS."""
-    fields = {}
-    for line in _read(f"/proc/{pid}/status").splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            fields[key] = int(value.split()[0]) * 1024
-    children_rss = 0
-    for child in _descendants(pid):
-        for line in _read(f"/proc/{child}/status").splitlines():
-            if line.startswith("VmRSS:"):
-                children_rss += int(line.split()[1]) * 1024
-    return {"peak_rss_bytes": fields.get("VmHWM"), "rss_bytes": fields.get("VmRSS"),
-            "children_rss_bytes": children_rss}
-
-
-def _descendants(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        for child in _read(str(task / "children")).split():
-            out += [int(child), *_descendants(int(child))]
-    return out
-
-
 def memory_child(args) -> int:
     """Load the encoder and the three captioners, caption one image, report this process's memory."""
     from captioning import Captioner, load_encoder
@@ -261,29 +221,18 @@ def memory_child(args) -> int:
     for c in captioners:
         c.describe_features(features, "greedy")
         c.describe_features(features, "beam", BEAM_WIDTH)
-    print(json.dumps(proc_memory(os.getpid())))
+    print(json.dumps(process_memory(os.getpid())))
     return 0
 
 
 def library_memory(weights: Path, image: Path) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-m", "training.benchmark", "--memory-child", "--weights", str(weights),
+    run = subprocess.run([sys.executable, "-m", "tools.benchmark", "--memory-child", "--weights", str(weights),
                           "--image", str(image)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if run.returncode != 0:
         return {"error": run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"exit {run.returncode}"}
     return {"what": "python process: encoder + 3 captioners loaded, one image captioned greedy and beam k=5",
             **json.loads(run.stdout.strip().splitlines()[-1])}
-
-
-
-def _multipart(fields: dict[str, str], image: Path) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{image.name}"\r\n'
-                 f"Content-Type: image/jpeg\r\n\r\n".encode() + image.read_bytes() + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
 def app_memory(weights: Path, images: list[Path], requests: int, timeout: float) -> dict:
@@ -299,33 +248,34 @@ def app_memory(weights: Path, images: list[Path], requests: int, timeout: float)
         with app_process(weights, env={"GRADIO_EXAMPLES_CACHE": str(scratch / "examples"), "CAPTION_WEIGHTS_REPO": ""},
                          log_file=log_path, timeout=timeout) as (base, proc):
             return _measure_app(base, proc, result, started, images, requests)
-    except (RuntimeError, TimeoutError) as exc:
+    except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
         return {"error": str(exc), "log_tail": log_path.read_text()[-2000:]}
 
 
 def _measure_app(base: str, proc, result: dict, started: float, images: list[Path], requests: int) -> dict:
     """Memory after start-up, caption latency through the HTTP API, memory after the requests."""
     result["startup_seconds"] = time.perf_counter() - started
-    result["after_start"] = proc_memory(proc.pid)
-    with urllib.request.urlopen(base + "/", timeout=30) as response:  # the Gradio page renders
-        result["ui_status"] = response.status
-    latencies: dict[str, list[float]] = {"greedy": [], "beam": []}
-    for method in ("greedy", "beam"):
-        # Distinct images: the app caches the features of recent ones.  The first is a warm-up.
-        offset = 0 if method == "greedy" else requests + 1
-        for i, image in enumerate(images[offset:offset + requests + 1]):
-            body, content_type = _multipart({"method": method, "beam_width": str(BEAM_WIDTH)}, image)
-            request = urllib.request.Request(f"{base}/api/caption", data=body, method="POST",
-                                             headers={"Content-Type": content_type})
-            sent = time.perf_counter()
-            with urllib.request.urlopen(request, timeout=120) as response:
-                answer = json.loads(response.read())
-            if i:
-                latencies[method].append(time.perf_counter() - sent)
-            if "learned" not in answer:
-                return {**result, "error": f"unexpected answer from /api/caption: {answer}"}
-    result["http_latency"] = {m: summary(v) for m, v in latencies.items() if v}
-    result.update(proc_memory(proc.pid))
+    result["after_start"] = process_memory(proc.pid)
+    with httpx.Client(base_url=base, timeout=120) as client:
+        page = client.get("/", timeout=30)  # the Gradio page renders
+        page.raise_for_status()
+        result["ui_status"] = page.status_code
+        latencies: dict[str, list[float]] = {"greedy": [], "beam": []}
+        for method in ("greedy", "beam"):
+            # Distinct images: the app caches the features of recent ones.  The first is a warm-up.
+            offset = 0 if method == "greedy" else requests + 1
+            for i, image in enumerate(images[offset:offset + requests + 1]):
+                sent = time.perf_counter()
+                response = client.post("/api/caption", data={"method": method, "beam_width": str(BEAM_WIDTH)},
+                                       files={"image": (image.name, image.read_bytes(), "image/jpeg")})
+                response.raise_for_status()
+                answer = response.json()
+                if i:
+                    latencies[method].append(time.perf_counter() - sent)
+                if VARIANTS[0] not in answer:
+                    return {**result, "error": f"unexpected answer from /api/caption: {answer}"}
+    result["http_latency"] = {m: summary_ms(v) for m, v in latencies.items() if v}
+    result.update(process_memory(proc.pid))
     return result
 
 
@@ -348,12 +298,9 @@ def training_speed(weights: Path) -> dict:
                 "units": config.get("decoder", {}).get("units"),
                 "vocab_size": config.get("decoder", {}).get("vocab_size"),
             }
-    log = weights / "training.log"
-    if log.is_file():
-        done = [line for line in log.read_text().splitlines() if " done: " in line]
-        if done:
-            out["log_summary"] = json.loads(done[-1].split(" done: ", 1)[1])
-            out["log_finished_at"] = done[-1][:19]
+    summary = read_training_summary(weights)
+    if summary:
+        out["run_summary"] = summary
     return out
 
 
@@ -374,7 +321,7 @@ def input_pipeline_speed(weights: Path, corpus, cache_dir: Path) -> dict:
     index = {n: i for i, n in enumerate(train)}
     features = np.stack([cached[n] for n in train])
     vocab = Vocabulary.from_json(bundle / "vocab.json")
-    rows, seqs = encode_captions(corpus.captions_of(train), index, vocab, int(config["max_length"]) - 1)
+    rows, seqs = encode_captions(corpus.captions_of(train), index, vocab, max_words_for(int(config["max_length"])))
     batches = CaptionBatches(features, rows, seqs, int(config["training"]["batch_size"]), shuffle=True)
     started = time.perf_counter()
     count = sum(1 for _ in batches.dataset())
@@ -459,11 +406,11 @@ def markdown(r: dict) -> str:
             med = f"{s['median_epoch_seconds']:.1f}" if s["median_epoch_seconds"] is not None else "n/a"
             lines.append(f"| {v} | {s['train_captions']} | {s['epochs_run']} ({s['best_epoch']}) | "
                          f"{s['seconds_per_epoch']} | {med} | {s['seconds']} s |")
-        log = ts.get("log_summary")
-        if log:
-            per = {x["variant"]: x["seconds"] for x in log.get("variants", [])}
-            lines.append(f"| all three (training.log) | | | | | {log['total_seconds']} s total: "
-                         f"{log['features_seconds']} s features + "
+        run = ts.get("run_summary")
+        if run:
+            per = {x["variant"]: x["seconds"] for x in run.get("variants", [])}
+            lines.append(f"| all three ({SUMMARY_FILE}) | | | | | {run['total_seconds']} s total: "
+                         f"{run['features_seconds']} s features + "
                          + " + ".join(f"{v} {s} s" for v, s in per.items()) + " (incl. evaluation) |")
     pipe = ts.get("input_pipeline") or {}
     if "seconds_per_epoch" in pipe:
@@ -500,7 +447,6 @@ def bars(r: dict) -> list:
 
 # -- main ---------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    quiet_tensorflow()
     args = parse_args(argv)
     if args.memory_child:
         return memory_child(args)
@@ -538,8 +484,8 @@ def main(argv=None) -> int:
         print(f"timing {name} on {len(subset)} images", file=sys.stderr)
         timed = time_images(encoder, decode, subset)
         results["raw"][name] = timed
-        results["per_image"][name] = {"total": summary(timed["total_s"]), "decode": summary(timed["decode_s"]),
-                                      "encode": summary(timed["encode_s"])}
+        results["per_image"][name] = {"total": summary_ms(timed["total_s"]), "decode": summary_ms(timed["decode_s"]),
+                                      "encode": summary_ms(timed["encode_s"])}
     if "naive" in modes:
         n = min(args.naive_images, args.images)
         naive, greedy = results["raw"]["naive"], results["raw"]["greedy"]

@@ -1,0 +1,80 @@
+"""Small measuring helpers shared by the tools and the reports: percentiles and timing
+summaries, a process's memory from /proc, and the CPU's name."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+
+
+def read_text(path: str | Path) -> str:
+    """The file's text, or "" when it cannot be read (e.g. /proc on another system)."""
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+# -- statistics ---------------------------------------------------------------------------------
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of sorted ``values`` (a value that occurred)."""
+    rank = max(1, int(-(-q * len(values) // 100)))  # ceil(q/100 * n)
+    return values[min(rank, len(values)) - 1]
+
+
+def summary_ms(seconds) -> dict:
+    """Median, p90 (interpolated), mean, min and max of durations in seconds, as milliseconds."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1000
+    return {"n": int(ms.size), "median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
+            "mean_ms": float(ms.mean()), "min_ms": float(ms.min()), "max_ms": float(ms.max())}
+
+
+# -- memory -------------------------------------------------------------------------------------
+def status_bytes(pid: int, keys=("VmHWM", "VmRSS")) -> dict[str, int]:
+    """Fields of /proc/<pid>/status given in kB (VmRSS: resident now, VmHWM: peak resident), in bytes;
+    absent when unknown."""
+    fields = {}
+    for line in read_text(f"/proc/{pid}/status").splitlines():
+        key, _, value = line.partition(":")
+        if key in keys:
+            try:
+                fields[key] = int(value.split()[0]) * 1024
+            except (ValueError, IndexError):
+                continue
+    return fields
+
+
+def rss_mb(pid: int | None) -> float | None:
+    """Resident memory of ``pid`` in MB (VmRSS), None if unknown."""
+    if pid is None:
+        return None
+    rss = status_bytes(pid, ("VmRSS",)).get("VmRSS")
+    return None if rss is None else rss / 2**20
+
+
+def descendants(pid: int) -> list[int]:
+    """Every child process of ``pid``, recursively."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in read_text(task / "children").split():
+            out += [int(child), *descendants(int(child))]
+    return out
+
+
+def process_memory(pid: int) -> dict:
+    """VmHWM (peak resident) and VmRSS of a process, in bytes, plus its descendants' RSS."""
+    fields = status_bytes(pid)
+    children_rss = sum(status_bytes(child, ("VmRSS",)).get("VmRSS", 0) for child in descendants(pid))
+    return {"peak_rss_bytes": fields.get("VmHWM"), "rss_bytes": fields.get("VmRSS"),
+            "children_rss_bytes": children_rss}
+
+
+# -- machine ------------------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo, else what platform says."""
+    for line in read_text("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
