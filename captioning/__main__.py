@@ -13,7 +13,11 @@ and with ``--method beam`` also ``"candidates": [[caption, log-probability], ...
 first.  ``--method guided`` (beam search guided to name what the encoder's ImageNet head sees)
 adds to those ``"labels"`` (the encoder's top ImageNet classes, ``[[name, probability], ...]``),
 ``"concepts"`` (the caption words it was guided to say), ``"fallback"`` (true when the guided
-caption scored too poorly and the plain beam caption was kept) and ``"rejected_concepts"``.  An image that cannot be read gives ``error: <path>: <reason>`` on stderr and the
+caption scored too poorly and the plain beam caption was kept), ``"rejected_concepts"`` and
+``"familiarity": {"percentile": ..., "familiar": ...}`` (how close the photo is to the training
+photos, from familiarity.h5 beside the model folder; null without that file).  Guidance is
+bolder on an unfamiliar photo: a concept the ImageNet head sees needs a lower share to be said.
+An image that cannot be read gives ``error: <path>: <reason>`` on stderr and the
 other images are still captioned; the exit status is then 1.  A model folder that
 cannot be loaded gives a one-line error and exit status 2 (as do bad arguments).
 Logging and TensorFlow messages go to stderr, so stdout holds only JSON lines.
@@ -113,6 +117,8 @@ def run_caption(args, parser: argparse.ArgumentParser) -> int:
             line["concepts"] = result.concepts
             line["fallback"] = result.fallback
             line["rejected_concepts"] = result.rejected_concepts
+            f = result.familiarity
+            line["familiarity"] = None if f is None else {"percentile": round(f.percentile, 1), "familiar": f.familiar}
         print(json.dumps(line, ensure_ascii=False), flush=True)
     return EXIT_IMAGE_FAILED if failed else EXIT_OK
 

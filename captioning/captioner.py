@@ -11,6 +11,11 @@
 
 Several captioners can share one encoder (``Captioner.load(path, encoder=...)``):
 the app encodes an image once and decodes it with three models.
+
+Guided decoding is bolder on photos unlike the training photos (:func:`captioning.guided.concept_threshold`):
+``Captioner.load`` also loads the familiarity reference (:mod:`captioning.familiarity`) that lies
+beside the bundles, ``<bundle folder>/../familiarity.h5``, when there is one.  Without it guided
+decoding uses the strict threshold on every photo.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ import numpy as np
 
 from .bundle import Bundle, load_bundle
 from .concepts import top_labels
-from .decoding import Hypothesis, StepDecoder
-from .guided import DEFAULT_MARGIN, DEFAULT_THRESHOLD, guided_caption
+from .decoding import LENGTH_PENALTY, Hypothesis, StepDecoder
+from .guided import DEFAULT_MARGIN, concept_threshold, guided_caption
 from .encoders import ImageEncoder, load_encoder
+from .familiarity import Familiarity, FamiliarityResult
 from .images import ImageSource
 from .model import WORD_EMBEDDING
 
 METHODS = ("greedy", "beam", "guided")
+FAMILIARITY_FILE = "familiarity.h5"  # beside the bundle folders (weights/familiarity.h5)
 MAX_BEAM_WIDTH = 20
 TOP_LABELS = 5  # ImageNet labels reported with a guided caption
 
@@ -40,29 +47,51 @@ class CaptionResult:
     words: list[str]
     word_probs: list[float]  # probability of each word of the caption, then of the end token
     candidates: list[tuple[str, float]] = field(default_factory=list)  # beam n-best: (caption, log-probability)
+    candidate_scores: list[float] = field(default_factory=list)  # each one's length-normalised ranking score
     seconds: float = 0.0  # decoding time (the image encoding is not included)
     # Guided decoding only (empty for greedy and beam):
     concepts: list[str] = field(default_factory=list)  # concept words the caption was guided to say
     fallback: bool = False  # concepts were found but their guided caption scored too poorly: plain beam
     rejected_concepts: list[str] = field(default_factory=list)  # the concepts dropped by that fallback
     labels: list[tuple[str, float]] = field(default_factory=list)  # encoder's top ImageNet classes: (name, p)
+    familiarity: FamiliarityResult | None = None  # how familiar the photo is (None: no reference file)
+    threshold: float | None = None  # the concept threshold used (it depends on the familiarity)
+
+    def ranked_candidates(self) -> list[tuple[str, float, float]]:
+        """The n-best list as (caption, log-probability, ranking score), best score first."""
+        ranked = [(caption, logprob, score) for (caption, logprob), score in zip(self.candidates, self.candidate_scores)]
+        return sorted(ranked, key=lambda candidate: -candidate[2])
 
 
 class Captioner:
-    def __init__(self, bundle: Bundle, encoder: ImageEncoder):
+    def __init__(self, bundle: Bundle, encoder: ImageEncoder, familiarity: Familiarity | None = None):
         if encoder.name != bundle.config["encoder"]:
             raise ValueError(f"model {bundle.path} was trained on {bundle.config['encoder']} features, "
                              f"not {encoder.name}")
+        if familiarity is not None and familiarity.encoder != encoder.name:
+            raise ValueError(f"the familiarity reference was built from {familiarity.encoder} features, "
+                             f"not {encoder.name}")
         self.bundle = bundle
         self.encoder = encoder
+        self.familiarity = familiarity  # None: guided decoding uses the strict threshold
         self.vocab = bundle.vocab
         self.decoder = StepDecoder(bundle.model, bundle.vocab)
         self.max_length = int(bundle.config["max_length"])
 
     @classmethod
-    def load(cls, path: str | Path, encoder: ImageEncoder | None = None) -> "Captioner":
+    def load(cls, path: str | Path, encoder: ImageEncoder | None = None,
+             familiarity: Familiarity | str | Path | bool | None = None) -> "Captioner":
+        """``familiarity``: a loaded reference (several captioners can share one), the path of
+        one, False for none, or None (default) for ``<path>/../familiarity.h5`` when that file
+        exists.  A reference that exists but cannot be read raises
+        :class:`~captioning.familiarity.FamiliarityError` (a ValueError)."""
         bundle = load_bundle(path)
-        return cls(bundle, encoder or load_encoder(bundle.config["encoder"]))
+        if familiarity is None:
+            default = Path(path).parent / FAMILIARITY_FILE
+            familiarity = Familiarity.load(default) if default.is_file() else False
+        elif isinstance(familiarity, (str, Path)):
+            familiarity = Familiarity.load(familiarity)
+        return cls(bundle, encoder or load_encoder(bundle.config["encoder"]), familiarity or None)
 
     @property
     def name(self) -> str:
@@ -96,30 +125,44 @@ class Captioner:
             return self.describe_features(features, method, beam_width, max_length, class_probs=class_probs)
         return self.describe_features(self.features(image), method, beam_width, max_length)
 
+    def familiarity_of(self, features: np.ndarray) -> FamiliarityResult | None:
+        """How familiar one image's features (feature_dim,) are; None without a reference."""
+        return None if self.familiarity is None else self.familiarity.score(features)
+
     # -- features to caption ----------------------------------------------
     def describe_features(self, features: np.ndarray, method: str = "greedy", beam_width: int = 3,
                           max_length: int | None = None, class_probs: np.ndarray | None = None,
-                          threshold: float = DEFAULT_THRESHOLD, margin: float = DEFAULT_MARGIN) -> CaptionResult:
+                          threshold: float | None = None, margin: float = DEFAULT_MARGIN,
+                          familiarity: FamiliarityResult | None = None) -> CaptionResult:
         """Caption of one image's features (feature_dim,).  ``method="guided"`` also takes the
         encoder's ImageNet class probabilities (1000,) (:meth:`ImageEncoder.analyse`); without
-        them, or when no concept passes ``threshold``, it is plain beam search."""
+        them, or when no concept passes the threshold, it is plain beam search.  The threshold
+        is ``threshold`` if given, else :func:`~captioning.guided.concept_threshold` of the
+        photo's familiarity: ``familiarity`` if given (a caller that has scored it already),
+        else scored here from ``features`` with the captioner's reference (none: the strict
+        threshold).  Greedy and beam ignore all three."""
         method, beam_width, max_length = self._check(method, beam_width, max_length)
         started = time.perf_counter()
         if method == "guided":
+            if familiarity is None:
+                familiarity = self.familiarity_of(features)
+            if threshold is None:
+                threshold = concept_threshold(familiarity)
             result = self._guided(features, class_probs, beam_width, max_length, threshold, margin)
+            result.familiarity, result.threshold = familiarity, threshold
         elif method == "greedy" or beam_width == 1:
             result = self._result(self.decoder.greedy(features.reshape(1, -1), max_length)[0])
         else:
             hyps = self.decoder.beam_search(features, beam_width, max_length)
             result = self._result(hyps[0])
-            result.candidates = [(self.vocab.decode(h.ids), h.logprob) for h in hyps]
+            self._add_candidates(result, hyps)
         result.seconds = time.perf_counter() - started
         return result
 
     def _guided(self, features, class_probs, beam_width, max_length, threshold, margin) -> CaptionResult:
         outcome = guided_caption(self.decoder, features, class_probs, beam_width, max_length, threshold, margin)
         result = self._result(outcome.hyps[0])
-        result.candidates = [(self.vocab.decode(h.ids), h.logprob) for h in outcome.hyps]
+        self._add_candidates(result, outcome.hyps)
         result.concepts = [c.word for c in outcome.concepts]
         result.rejected_concepts = [c.word for c in outcome.rejected]
         result.fallback = not outcome.concepts and bool(outcome.rejected)
@@ -128,9 +171,10 @@ class Captioner:
 
     def caption_features_batch(self, features: np.ndarray, method: str = "greedy", beam_width: int = 3,
                                max_length: int | None = None, class_probs: np.ndarray | None = None,
-                               threshold: float = DEFAULT_THRESHOLD, margin: float = DEFAULT_MARGIN) -> list[str]:
+                               threshold: float | None = None, margin: float = DEFAULT_MARGIN) -> list[str]:
         """Captions for many images' features (n, feature_dim); greedy runs them as one batch.
-        ``method="guided"`` takes their class probabilities (n, 1000)."""
+        ``method="guided"`` takes their class probabilities (n, 1000) and, without ``threshold``,
+        scores each image's familiarity (see :meth:`describe_features`)."""
         method, beam_width, max_length = self._check(method, beam_width, max_length)
         if method == "guided":
             probs = [None] * len(features) if class_probs is None else class_probs
@@ -151,6 +195,10 @@ class Captioner:
         if max_length < 1:
             raise ValueError(f"max_length must be at least 1, not {max_length}")
         return method, beam_width, max_length
+
+    def _add_candidates(self, result: CaptionResult, hyps: list[Hypothesis]) -> None:
+        result.candidates = [(self.vocab.decode(h.ids), h.logprob) for h in hyps]
+        result.candidate_scores = [h.score(LENGTH_PENALTY) for h in hyps]
 
     def _result(self, hyp: Hypothesis) -> CaptionResult:
         words = [self.vocab.words[i] for i in hyp.ids]

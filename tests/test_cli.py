@@ -214,9 +214,45 @@ def test_guided_reports_labels_and_concepts():
     result = run_cli("caption", "--model", model, "--method", "guided", "demo/examples/chelsea_cat.jpg")
     assert result.returncode == 0, result.stderr
     (line,) = json_lines(result.stdout)
-    assert set(line) == {"image", "caption", "candidates", "labels", "concepts", "fallback", "rejected_concepts"}
+    assert set(line) == {"image", "caption", "candidates", "labels", "concepts", "fallback", "rejected_concepts",
+                         "familiarity"}
     assert "cat" in line["caption"].split() and line["concepts"] == ["cat"] and line["fallback"] is False
     assert line["candidates"][0][0] == line["caption"]
     names = [name for name, _ in line["labels"]]
     assert len(names) == 5 and "Egyptian Mau" in names
     assert all(0.0 <= p <= 1.0 for _, p in line["labels"])
+
+
+GUIDED_NAMES = {"chelsea_cat.jpg": {"cat", "cats"}, "coffee.jpg": {"coffee", "cup", "cups", "mug"},
+                "rocket.jpg": {"rocket"}}
+
+
+@pytest.mark.parametrize("variant", ("learned", "fasttext", "word2vec"))
+def test_guided_names_the_demo_subjects_and_reports_familiarity(variant):
+    """--method guided names the cat, the coffee and the rocket with every committed model (the
+    rocket thanks to the lower threshold for photos unlike the training photos), and each line
+    says how familiar the photo is (weights/familiarity.h5, beside the model folder)."""
+    model = ROOT / "weights" / variant
+    if not (model / "decoder.weights.h5").is_file() or not (ROOT / "weights" / "familiarity.h5").is_file():
+        pytest.skip("no committed weights")
+    photos = [f"demo/examples/{name}" for name in GUIDED_NAMES]
+    result = run_cli("caption", "--model", model, "--method", "guided", *photos)
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stdout)
+    assert [line["image"] for line in lines] == photos
+    for line, words in zip(lines, GUIDED_NAMES.values()):
+        assert set(line["caption"].split()) & words, line
+        familiarity = line["familiarity"]
+        assert set(familiarity) == {"percentile", "familiar"} and isinstance(familiarity["familiar"], bool)
+        assert 0.0 <= familiarity["percentile"] <= 100.0
+
+
+def test_guided_without_a_familiarity_reference_reports_null(tmp_path):
+    model = ROOT / "weights" / "learned"
+    if not (model / "decoder.weights.h5").is_file():
+        pytest.skip("no committed weights")
+    shutil.copytree(model, tmp_path / "learned")  # no familiarity.h5 beside it
+    result = run_cli("caption", "--model", tmp_path / "learned", "--method", "guided", "demo/examples/chelsea_cat.jpg")
+    assert result.returncode == 0, result.stderr
+    (line,) = json_lines(result.stdout)
+    assert line["familiarity"] is None and "cat" in line["caption"].split()

@@ -2,17 +2,23 @@
 
     python -m training.evaluate_guided [--data ../shared/data/flickr8k] [--ood evaluation/ood]
 
-1. Tune: for each (threshold, margin) of a grid, caption the Flickr8k DEV split and the
-   out-of-domain photos with all three models.  Among the settings whose dev BLEU-4 and CIDEr
-   stay within :data:`DEV_BLEU4_SLACK` / :data:`DEV_CIDER_SLACK` of plain beam search for every
-   model, take the one naming the main subject of the most out-of-domain photos (ties: the
-   smaller dev CIDEr loss, then the higher threshold).  The test split is not looked at.
+1. Tune: for each setting of a grid, caption the Flickr8k DEV split and the out-of-domain
+   photos with all three models.  Among the settings whose dev BLEU-4 and CIDEr stay within
+   :data:`DEV_BLEU4_SLACK` / :data:`DEV_CIDER_SLACK` of plain beam search for every model, take
+   the one naming the main subject of the most out-of-domain photos (ties: the smaller dev CIDEr
+   loss, then the stricter setting).  The test split is not looked at.  The grid is, by default,
+   the familiarity rule (:func:`captioning.guided.concept_threshold`): photos under a familiarity
+   percentile cut (:data:`CUTS`, 0: no cut) get a lower concept threshold
+   (:data:`THRESHOLDS`), the others keep ``--threshold``, all with ``--margin``.  With
+   ``--tune-strict`` it is instead the one threshold for every photo times the margin (how
+   ``--threshold`` 0.9 and ``--margin`` 1.5 were chosen).
 2. Measure with the chosen setting: Flickr8k TEST split, guided vs beam at width 3, full COCO
    scores (``captioning.evaluation.coco_scores``), and the out-of-domain share of captions
    naming the main subject for greedy, beam and guided.
 
 Prints markdown tables.  Features and class probabilities of each split come from one encoder
-pass and are cached in ``cache/analysis-<encoder>-<split>.npz``.
+pass and are cached in ``cache/analysis-<encoder>-<split>.npz``; familiarity percentiles come
+from ``<weights>/familiarity.h5`` (:mod:`captioning.familiarity`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import numpy as np
 from captioning import Captioner, load_encoder
 from captioning.corpus import Corpus
 from captioning.evaluation import coco_scores
-from captioning.guided import DEFAULT_MARGIN, DEFAULT_THRESHOLD, guided_caption
+from captioning.familiarity import UNFAMILIAR_BELOW, Familiarity
+from captioning.guided import (DEFAULT_MARGIN, DEFAULT_THRESHOLD, UNFAMILIAR_PERCENTILE, UNFAMILIAR_THRESHOLD,
+                               concept_threshold, guided_caption)
 
 from .common import add_data_arguments, corpus_from_args, quiet_tensorflow
 
@@ -35,6 +43,9 @@ VARIANTS = ("learned", "fasttext", "word2vec")
 BEAM_WIDTH = 3
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MARGINS = (0.5, 1.0, 1.5, 2.0, 3.0, math.inf)
+# Familiarity percentile cuts under which a photo gets the lower threshold; at most the familiarity
+# module's own cut, so that a photo it calls familiar keeps the strict threshold.  0: no cut.
+CUTS = tuple(c for c in (0.0, 1.0, 2.0, 3.0, 5.0) if c <= UNFAMILIAR_BELOW)
 DEV_BLEU4_SLACK = 0.003  # tighter than the bar on test (0.005 BLEU-4, 0.01 CIDEr), for headroom
 DEV_CIDER_SLACK = 0.006
 OOD_DIR = Path(__file__).resolve().parents[1] / "evaluation" / "ood"
@@ -87,12 +98,14 @@ class GuidedRunner:
         self.captioner, self.features, self.probs = captioner, features, probs
         self.searched = [{} for _ in features]
 
-    def outcomes(self, threshold: float, margin: float):
+    def outcomes(self, threshold, margin: float):
+        """``threshold``: one for every image, or one per image (the familiarity rule)."""
         c = self.captioner
-        return [guided_caption(c.decoder, f, p, BEAM_WIDTH, c.max_length, threshold, margin, searched=s)
-                for f, p, s in zip(self.features, self.probs, self.searched)]
+        thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(self.features),))
+        return [guided_caption(c.decoder, f, p, BEAM_WIDTH, c.max_length, float(t), margin, searched=s)
+                for f, p, t, s in zip(self.features, self.probs, thresholds, self.searched)]
 
-    def captions(self, threshold: float, margin: float) -> list[str]:
+    def captions(self, threshold, margin: float) -> list[str]:
         return [self.captioner.vocab.decode(o.hyps[0].ids) for o in self.outcomes(threshold, margin)]
 
     def plain(self) -> list[str]:
@@ -105,15 +118,24 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=Path, default=Path("weights"))
     parser.add_argument("--ood", type=Path, default=OOD_DIR)
     parser.add_argument("--no-tune", action="store_true",
-                        help="skip tuning; measure with --threshold and --margin")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="with --no-tune (default: %(default)s)")
-    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="with --no-tune (default: %(default)s)")
+                        help="skip tuning; measure with --threshold, --margin, --cut and --unfamiliar-threshold")
+    parser.add_argument("--tune-strict", action="store_true",
+                        help="tune one threshold for every photo and the margin (no familiarity rule)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help="concept threshold of familiar photos (default: %(default)s)")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="(default: %(default)s)")
+    parser.add_argument("--cut", type=float, default=UNFAMILIAR_PERCENTILE,
+                        help="with --no-tune: familiarity percentile under which --unfamiliar-threshold applies, "
+                             "0 for none (default: %(default)s)")
+    parser.add_argument("--unfamiliar-threshold", type=float, default=UNFAMILIAR_THRESHOLD,
+                        help="with --no-tune (default: %(default)s)")
     add_data_arguments(parser)
     args = parser.parse_args(argv)
 
     corpus = corpus_from_args(args)
     encoder = load_encoder(args.encoder)
-    captioners = {v: Captioner.load(args.weights / v, encoder=encoder) for v in VARIANTS}
+    familiarity = Familiarity.load(args.weights / "familiarity.h5")
+    captioners = {v: Captioner.load(args.weights / v, encoder=encoder, familiarity=familiarity) for v in VARIANTS}
     splits = {}
     for split in ("dev", "test"):
         names = corpus.split(split)
@@ -124,6 +146,18 @@ def main(argv=None) -> int:
     ood_features, ood_probs = encoder.analyse_batch([args.ood / expected[n]["file"] for n in ood_names])
     ood_words = [expected[n]["subject_words"] for n in ood_names]
 
+    def percentiles(features: np.ndarray) -> np.ndarray:
+        return np.array([familiarity.score(f).percentile for f in features])
+
+    dev_pct, test_pct, ood_pct = (percentiles(f) for f in (splits["dev"][1], splits["test"][1], ood_features))
+
+    print("Familiarity percentiles of the out-of-domain photos: "
+          + ", ".join(f"{n} {p:.1f}" for n, p in zip(ood_names, ood_pct)) + "\n", flush=True)
+
+    def thresholds(pct: np.ndarray, strict: float, cut: float, loose: float) -> np.ndarray:
+        """Per-photo concept thresholds of the familiarity rule."""
+        return np.array([concept_threshold(p, cut, loose, strict) for p in pct])
+
     def ood_hits(captions: list[str]) -> int:
         return sum(names_subject(c, w) for c, w in zip(captions, ood_words))
 
@@ -132,41 +166,55 @@ def main(argv=None) -> int:
     dev_runs = {v: GuidedRunner(c, dev_features, dev_probs) for v, c in captioners.items()}
     ood_runs = {v: GuidedRunner(c, ood_features, ood_probs) for v, c in captioners.items()}
 
-    threshold, margin = args.threshold, args.margin
+    threshold, margin, cut, loose = args.threshold, args.margin, args.cut, args.unfamiliar_threshold
     if not args.no_tune:
         base = {}
         for v, run in dev_runs.items():
             run.captions(1.1, 0.0)  # runs the plain beam for every image (no concept reaches 1.1)
             base[v] = quick_scores(dict(zip(dev_names, run.plain())), dev_refs)
+        if args.tune_strict:  # one threshold for every photo: (threshold, margin)
+            grid = [(t, m, 0.0, t) for t in THRESHOLDS for m in MARGINS]
+            columns = "| threshold | margin |"
+        else:  # the familiarity rule: (cut, unfamiliar threshold), familiar photos keep --threshold
+            grid = [(threshold, margin, c, t) for c in CUTS for t in THRESHOLDS if (c == 0) == (t == threshold)]
+            columns = "| percentile cut (photos under it: dev / OOD) | unfamiliar threshold |"
+            print(f"Familiarity rule: photos under the cut get the unfamiliar threshold, the others {threshold}; "
+                  f"margin {margin}.")
         rows = []
         print("Tuning on the Flickr8k dev split (1000 images) and the out-of-domain photos, beam width 3.\n")
-        print("| threshold | margin | dev BLEU-4 change (learned / fasttext / word2vec) | dev CIDEr change | "
+        print(f"{columns} dev BLEU-4 change (learned / fasttext / word2vec) | dev CIDEr change | "
               f"OOD subject named (of {len(ood_names)} x 3) | within dev slack |")
         print("|---:|---:|---|---|---:|---|")
-        for t in THRESHOLDS:
-            for m in MARGINS:
-                changes = {v: np.subtract(quick_scores(dict(zip(dev_names, dev_runs[v].captions(t, m))), dev_refs),
-                                          base[v]) for v in VARIANTS}
-                hits = sum(ood_hits(ood_runs[v].captions(t, m)) for v in VARIANTS)
-                ok = all(d[0] >= -DEV_BLEU4_SLACK and d[1] >= -DEV_CIDER_SLACK for d in changes.values())
-                worst_cider = min(d[1] for d in changes.values())
-                rows.append((ok, hits, worst_cider, t, m))
-                print(f"| {t} | {m} | {' / '.join(f'{changes[v][0]:+.4f}' for v in VARIANTS)} | "
-                      f"{' / '.join(f'{changes[v][1]:+.4f}' for v in VARIANTS)} | {hits} | {'yes' if ok else 'no'} |",
-                      flush=True)
+        for t, m, c, u in grid:
+            dev_t, ood_t = thresholds(dev_pct, t, c, u), thresholds(ood_pct, t, c, u)
+            changes = {v: np.subtract(quick_scores(dict(zip(dev_names, dev_runs[v].captions(dev_t, m))), dev_refs),
+                                      base[v]) for v in VARIANTS}
+            hits = sum(ood_hits(ood_runs[v].captions(ood_t, m)) for v in VARIANTS)
+            ok = all(d[0] >= -DEV_BLEU4_SLACK and d[1] >= -DEV_CIDER_SLACK for d in changes.values())
+            worst_cider = min(d[1] for d in changes.values())
+            # Ties: the smaller CIDEr loss, then the stricter setting (higher thresholds, fewer photos cut).
+            rows.append((ok, hits, worst_cider, t, u, -c, m))
+            lead = (f"| {t} | {m} |" if args.tune_strict else
+                    f"| {c:g} ({int((dev_pct < c).sum())} / {int((ood_pct < c).sum())}) | {u if c else '-'} |")
+            print(f"{lead} {' / '.join(f'{changes[v][0]:+.4f}' for v in VARIANTS)} | "
+                  f"{' / '.join(f'{changes[v][1]:+.4f}' for v in VARIANTS)} | {hits} | {'yes' if ok else 'no'} |",
+                  flush=True)
         feasible = [r for r in rows if r[0]]
-        _, _, _, threshold, margin = max(feasible, key=lambda r: (r[1], r[2], r[3]))
-        print(f"\nChosen: threshold {threshold}, margin {margin}.\n")
+        _, _, _, threshold, loose, cut, margin = max(feasible, key=lambda r: r[1:])
+        cut = -cut
+        print(f"\nChosen: threshold {threshold}, margin {margin}, photos under familiarity percentile {cut:g}: "
+              f"threshold {loose}.\n")
+    rule = "" if not cut else f" ({loose} under familiarity percentile {cut:g})"
 
     test_names, test_features, test_probs = splits["test"]
     references = corpus.captions_of(test_names)
     print(f"Flickr8k test split ({len(test_names)} images), beam width {BEAM_WIDTH}; guided: threshold "
-          f"{threshold}, margin {margin}. Full COCO scores (pycocoevalcap).\n")
+          f"{threshold}{rule}, margin {margin}. Full COCO scores (pycocoevalcap).\n")
     print("| model | decoding | BLEU-1 | BLEU-4 | METEOR | ROUGE-L | CIDEr | captions changed | guided by a concept |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for v, c in captioners.items():
         run = GuidedRunner(c, test_features, test_probs)
-        outcomes = run.outcomes(threshold, margin)
+        outcomes = run.outcomes(thresholds(test_pct, threshold, cut, loose), margin)
         guided = [c.vocab.decode(o.hyps[0].ids) for o in outcomes]
         plain = run.plain()
         guided_count = sum(bool(o.concepts) for o in outcomes)
@@ -188,15 +236,16 @@ def main(argv=None) -> int:
     for v, c in captioners.items():
         greedy = c.caption_features_batch(ood_features, "greedy")
         run = ood_runs[v]
-        guided = run.captions(threshold, margin)
+        guided = run.captions(thresholds(ood_pct, threshold, cut, loose), margin)
         plain = run.plain()
         per_photo[v] = guided
         n = len(ood_names)
         print(f"| {v} | {ood_hits(greedy)}/{n} | {ood_hits(plain)}/{n} | {ood_hits(guided)}/{n} |")
-    print("\n| photo | subject words | " + " | ".join(f"{v} guided" for v in VARIANTS) + " |")
-    print("|---|---|" + "---|" * len(VARIANTS))
+    print("\n| photo | familiarity percentile | subject words | " + " | ".join(f"{v} guided" for v in VARIANTS) + " |")
+    print("|---|---:|---|" + "---|" * len(VARIANTS))
     for i, name in enumerate(ood_names):
-        print(f"| {name} | {', '.join(ood_words[i])} | " + " | ".join(per_photo[v][i] for v in VARIANTS) + " |")
+        print(f"| {name} | {ood_pct[i]:.1f} | {', '.join(ood_words[i])} | "
+              + " | ".join(per_photo[v][i] for v in VARIANTS) + " |")
     return 0
 
 
