@@ -360,9 +360,16 @@ def test_unlimited_beam_is_exhaustive_search(seed):
             assert h.finished == by_ids[tuple(h.ids)].finished
             np.testing.assert_allclose(h.word_logprobs, by_ids[tuple(h.ids)].word_logprobs, rtol=0, atol=1e-12)
     assert len(hyps) == len(by_ids) == 3 + 9 + 27 + 81
-    # The best caption of all scores at least as well as greedy's.
+    # Greedy's caption is one of them, with the same word log-probabilities, and each of its
+    # words is the likeliest continuation of the words before it.
     (greedy,) = decoder.greedy(np.zeros((1, 1)), max_length)
-    assert everything[0].score(LENGTH_PENALTY) >= greedy.score(LENGTH_PENALTY)
+    np.testing.assert_allclose(greedy.word_logprobs, by_ids[tuple(greedy.ids)].word_logprobs, rtol=0, atol=1e-12)
+    prev = [vocab.start_id, *greedy.ids]
+    for t, word in enumerate(greedy.ids + ([vocab.end_id] if greedy.finished else [])):
+        row = decoder.table[prev[t]].copy()
+        if t == 0:
+            row[vocab.end_id] = -np.inf
+        assert word == int(np.argmax(np.where(np.isin(np.arange(len(row)), decoder.banned), -np.inf, row)))
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -440,6 +447,10 @@ def test_real_bundle_step_decoder_equals_keras_model(variant, encoder, sample_fe
     assert any(h.finished for h in greedy)  # a trained model ends its captions
     for f in sample_features[:3]:
         assert_beam_properties(captioner, f, beam_width=5)
+    for f in sample_features[:2]:  # a real vocabulary and real captions, against the plain reference
+        hyps = captioner.decoder.beam_search(f, 3, captioner.max_length)
+        expected = reference_beam_search(captioner.decoder, f, 3, captioner.max_length)
+        assert [captioner.vocab.decode(h.ids) for h in hyps] == [captioner.vocab.decode(h.ids) for h in expected]
 
 
 def test_top_indices_equal_a_stable_full_sort():

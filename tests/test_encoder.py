@@ -35,6 +35,30 @@ def test_port_ranks_the_right_class_top5(classifier, photo):
     assert top5 & PHOTOS[photo], f"{photo}: top-5 {sorted(top5)}"
 
 
+# Recorded once (EfficientNet-Lite0 port, TensorFlow CPU) for scikit-image's photos: the first six
+# pooled features, their sum over all 1280, and the top-5 ImageNet classes with their probabilities.
+# Any change to the weights, the port, the preprocessing or the image preparation moves them.
+REFERENCE = {
+    "chelsea": ([0.0323, 0.0652, 0.0, 0.3116, 1.7234, 0.3782], 178.557,
+                [285, 282, 281, 287, 728], [0.7709, 0.1015, 0.0767, 0.0115, 0.0014]),
+    "coffee": ([0.042, 1.0694, 0.9824, 0.0, 0.0, 0.0], 216.728,
+               [967, 968, 504, 925, 809], [0.9002, 0.0352, 0.0128, 0.0091, 0.0054]),
+    "rocket": ([0.0287, 0.2288, 0.2517, 0.1333, 0.0274, 0.0], 198.446,
+               [540, 657, 517, 744, 812], [0.5644, 0.0582, 0.0476, 0.0357, 0.0286]),
+}
+FEATURE_ATOL = 2e-3  # float32 sums in another order (BLAS, oneDNN) move the 4th decimal at most
+
+
+@pytest.mark.parametrize("photo", sorted(REFERENCE))
+def test_features_and_classes_equal_the_recorded_reference(encoder, photo):
+    first, total, top5, top5_probs = REFERENCE[photo]
+    features, probs = encoder.analyse(getattr(skimage_data, photo)())
+    np.testing.assert_allclose(features[:6], first, rtol=0, atol=FEATURE_ATOL)
+    assert float(features.sum()) == pytest.approx(total, rel=1e-4)
+    assert np.argsort(-probs)[:5].tolist() == top5
+    np.testing.assert_allclose(np.sort(probs)[::-1][:5], top5_probs, rtol=0, atol=FEATURE_ATOL)
+
+
 def test_checkpoint_reads_every_tensor_without_torch():
     state = load_legacy_state_dict(checkpoint_path())
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)

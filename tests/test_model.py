@@ -116,4 +116,20 @@ def test_tiny_bundles_are_self_describing(tiny_weights):
         assert len(history["loss"]) == len(history["val_loss"]) == config["training"]["epochs_run"]
         metrics = json.loads((bundle / "metrics.json").read_text())
         assert metrics["split"] == "test" and {"BLEU-4", "CIDEr", "METEOR"} <= set(metrics["scores"]["greedy"])
+        # The values, not just the keys: the recorded best epoch is the lowest validation loss, the
+        # sizes in config.json are the loaded model's, and the scores are the scorer's ranges.
+        t = config["training"]
+        assert t["best_epoch"] == history["best_epoch"] == int(np.argmin(history["val_loss"])) + 1
+        assert t["best_val_loss"] == pytest.approx(min(history["val_loss"]), abs=1e-3)
+        assert all(np.isfinite(history["loss"])) and history["loss"][-1] < history["loss"][0]
+        from captioning.bundle import load_bundle
+
+        model = load_bundle(bundle).model
+        emb = model.get_layer("word_embedding")
+        assert emb.get_weights()[0].shape == (config["decoder"]["vocab_size"], config["decoder"]["embedding_dim"])
+        assert emb.trainable is trainable
+        assert model.get_layer("lstm").get_weights()[1].shape == (config["decoder"]["units"], 4 * config["decoder"]["units"])
+        greedy = metrics["scores"]["greedy"]
+        assert 0 <= greedy["BLEU-4"] <= greedy["BLEU-1"] <= 1 and 0 <= greedy["METEOR"] <= 1 and greedy["CIDEr"] >= 0
+        assert metrics["images"] == config["data"]["test_images"] == 40
     assert not list(tiny_weights.glob(".staging-*"))
