@@ -34,6 +34,8 @@ import contextlib
 import json
 import sys
 
+from .settings import DEFAULT_BEAM_WIDTH, METHODS
+
 EXIT_OK, EXIT_IMAGE_FAILED, EXIT_USAGE = 0, 1, 2
 STDIN = "-"
 
@@ -56,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     caption.add_argument("images", nargs="+", metavar="IMAGE", help=f"image files ('{STDIN}' reads one from stdin)")
     caption.add_argument("--model", required=True, help="model bundle folder, e.g. weights/word2vec")
-    caption.add_argument("--method", choices=("greedy", "beam", "guided"), default="greedy",
+    caption.add_argument("--method", choices=METHODS, default="greedy",
                          help="decoding (default: %(default)s)")
-    caption.add_argument("--beam-width", type=_positive_int, default=3,
+    caption.add_argument("--beam-width", type=_positive_int, default=DEFAULT_BEAM_WIDTH,
                          help="beams for --method beam or guided (default: %(default)s)")
     caption.add_argument("--max-length", type=_positive_int, help="longest caption in words (default: the model's)")
     caption.set_defaults(run=run_caption)
@@ -70,10 +72,13 @@ def _error(message: str) -> None:
 
 
 def run_caption(args, parser: argparse.ArgumentParser) -> int:
-    from .captioner import MAX_BEAM_WIDTH, Captioner
+    from .captioner import Captioner
+    from .settings import SettingsError, parse_settings
 
-    if args.beam_width > MAX_BEAM_WIDTH:
-        parser.error(f"argument --beam-width: at most {MAX_BEAM_WIDTH}, got {args.beam_width}")
+    try:  # the limits every door shares; the length limit is checked again once the model is known
+        parse_settings(args.method, args.beam_width)
+    except SettingsError as exc:
+        parser.error(f"argument --beam-width: {exc}")
     if args.images.count(STDIN) > 1:
         parser.error(f"'{STDIN}' (stdin) can be given only once")
 
@@ -92,6 +97,11 @@ def run_caption(args, parser: argparse.ArgumentParser) -> int:
         return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - e.g. a config.json value of the wrong type
         _error(f"cannot load model {args.model}: {type(exc).__name__}: {exc}")
+        return EXIT_USAGE
+    try:
+        parse_settings(args.method, args.beam_width, args.max_length, longest=captioner.max_length)
+    except SettingsError as exc:
+        _error(f"--max-length: {exc}")
         return EXIT_USAGE
 
     failed = 0

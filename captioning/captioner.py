@@ -34,10 +34,9 @@ from .encoders import ImageEncoder, load_encoder
 from .familiarity import Familiarity, FamiliarityResult
 from .images import ImageSource
 from .model import WORD_EMBEDDING
+from .settings import METHODS, parse_settings  # noqa: F401  (METHODS: re-exported)
 
-METHODS = ("greedy", "beam", "guided")
 FAMILIARITY_FILE = "familiarity.h5"  # beside the bundle folders (weights/familiarity.h5)
-MAX_BEAM_WIDTH = 20
 TOP_LABELS = 5  # ImageNet labels reported with a guided caption
 
 
@@ -186,15 +185,9 @@ class Captioner:
                 for f in features]
 
     def _check(self, method: str, beam_width: int, max_length: int | None):
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, not {method!r}")
-        beam_width = int(beam_width)
-        if not 1 <= beam_width <= MAX_BEAM_WIDTH:
-            raise ValueError(f"beam_width must be between 1 and {MAX_BEAM_WIDTH}, not {beam_width}")
-        max_length = self.max_length if max_length is None else int(max_length)
-        if max_length < 1:
-            raise ValueError(f"max_length must be at least 1, not {max_length}")
-        return method, beam_width, max_length
+        """The settings every door checks the same way (captioning.settings); SettingsError (a ValueError)."""
+        settings = parse_settings(method, beam_width, max_length, longest=self.max_length)
+        return settings.method, settings.beam_width, settings.max_length
 
     def _add_candidates(self, result: CaptionResult, hyps: list[Hypothesis]) -> None:
         result.candidates = [(self.vocab.decode(h.ids), h.logprob) for h in hyps]

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from captioning import Captioner, CaptionResult, ImageError
+from captioning.captioner import FAMILIARITY_FILE
 from captioning.bundle import recover_bundle
 from captioning.concepts import top_labels
 from captioning.familiarity import Familiarity, FamiliarityResult
@@ -34,7 +35,6 @@ log = logging.getLogger("demo")
 
 TOP_LABELS = 5  # ImageNet labels shown as "what the encoder sees"
 FEATURE_CACHE_SIZE = 32
-FAMILIARITY_FILE = "familiarity.h5"  # beside the bundles; built by python -m training.build_familiarity
 
 WEIGHTS_DIR_ENV = "CAPTION_WEIGHTS_DIR"
 WEIGHTS_REPO_ENV = "CAPTION_WEIGHTS_REPO"
@@ -121,7 +121,7 @@ def download_weights(repo_id: str, revision: str | None = None) -> Path:
 
     log.info("downloading caption models from the Hub repository %s", repo_id)
     path = snapshot_download(repo_id=repo_id, revision=revision,
-                             allow_patterns=[f"{v}/*" for v in VARIANTS])
+                             allow_patterns=[f"{v}/*" for v in VARIANTS] + [FAMILIARITY_FILE])
     return Path(path)
 
 
@@ -160,16 +160,17 @@ class ModelSet:
                 f"no trained model(s) {', '.join(missing)} under {weights_dir.resolve()}: train them with "
                 f"`python -m training.train --variant all`, point {WEIGHTS_DIR_ENV} at a weights folder, "
                 f"or set {WEIGHTS_REPO_ENV} to a Hub repository holding them")
-        encoder = None
-        captioners = {}
-        for variant in VARIANTS:
-            captioner = Captioner.load(weights_dir / variant, encoder=encoder)
-            encoder = captioner.encoder  # one encoder shared by the three
-            captioners[variant] = captioner
         reference = weights_dir / FAMILIARITY_FILE
         familiarity = Familiarity.load(reference) if reference.is_file() else None
         if familiarity is None:
-            log.warning("no %s: the page will not say how familiar a photo is to the training photos", reference)
+            log.warning("no %s: the page will not say how familiar a photo is to the training photos, and "
+                        "guided decoding uses its strict threshold on every photo", reference)
+        encoder = None
+        captioners = {}
+        for variant in VARIANTS:  # one encoder and one familiarity reference, shared by the three
+            captioner = Captioner.load(weights_dir / variant, encoder=encoder, familiarity=familiarity or False)
+            encoder = captioner.encoder
+            captioners[variant] = captioner
         models = cls(captioners, weights_dir, familiarity=familiarity)
         models.warm_up()
         log.info("loaded %s from %s in %.1f s", ", ".join(VARIANTS), weights_dir, time.perf_counter() - started)
@@ -211,8 +212,8 @@ class ModelSet:
             started = time.perf_counter()
             seen, cached = self._look(image)
             encode_seconds = time.perf_counter() - started
-            results = {name: {method: c.describe_features(seen.features, method, settings.beam_width,
-                                                          settings.max_length, class_probs=seen.class_probs)
+            results = {name: {method: c.describe_features(seen.features, method, settings.beam_width, settings.max_length,
+                                                          class_probs=seen.class_probs, familiarity=seen.familiarity)
                               for method in settings.methods}
                        for name, c in self.captioners.items()}
         return CaptionSet(settings, seen, results, encode_seconds, cached)

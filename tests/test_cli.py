@@ -182,7 +182,7 @@ def test_broken_model_exits_2_naming_the_file(model, good_images, tmp_path, caps
 
 @pytest.mark.parametrize("args, message", [
     (["--beam-width", "0"], "at least 1"),
-    (["--beam-width", "500", "--method", "beam"], "at most"),
+    (["--beam-width", "500", "--method", "beam"], "from 1 to 10"),
     (["--method", "sample"], "invalid choice"),
     (["--max-length", "x"], "whole number"),
     (["-", "-"], "only once"),
