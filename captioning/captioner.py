@@ -34,6 +34,7 @@ from .encoders import ImageEncoder, load_encoder
 from .familiarity import Familiarity, FamiliarityResult
 from .images import ImageSource
 from .model import WORD_EMBEDDING
+from .vocab import N_SPECIAL
 from .settings import METHODS, parse_settings  # noqa: F401  (METHODS: re-exported)
 
 FAMILIARITY_FILE = "familiarity.h5"  # beside the bundle folders (weights/familiarity.h5)
@@ -211,7 +212,7 @@ class Captioner:
         vectors = self.embeddings
         norms = np.linalg.norm(vectors, axis=1) + 1e-8
         sims = vectors @ vectors[self.vocab.index[word]] / (norms * norms[self.vocab.index[word]])
-        sims[: 4] = -np.inf  # special tokens
+        sims[:N_SPECIAL] = -np.inf  # <pad>, <unk>, <start>, <end>
         sims[self.vocab.index[word]] = -np.inf
         best = np.argsort(-sims)[:k]
         return [(self.vocab.words[i], float(sims[i])) for i in best]

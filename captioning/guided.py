@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .concepts import Concept, concepts as find_concepts
-from .decoding import LENGTH_PENALTY, Hypothesis, StepDecoder, _top_indices
+from .decoding import LENGTH_PENALTY, Hypothesis, StepDecoder, _top_indices, forbid_end_at_first_step
 
 # Tuned by training/evaluate_guided.py on the Flickr8k dev split and the out-of-domain photos,
 # never on the test split: of the settings within 0.003 BLEU-4 and 0.006 CIDEr of plain beam on
@@ -88,8 +88,7 @@ def constrained_beam_search(decoder: StepDecoder, features: np.ndarray, constrai
     finished: list[Hypothesis] = []  # those that meet every constraint
     for t in range(max_length):
         logprobs, (h, c) = decoder.step(last_words, state, np.repeat(projection, len(alive), axis=0))  # (rows, V)
-        if t == 0:
-            logprobs[:, end_id] = -np.inf  # a caption has at least one word
+        forbid_end_at_first_step(logprobs, t, end_id)
         totals = np.array([hyp.logprob for hyp in alive])[:, None] + logprobs  # (rows, V)
         targets = alive_states[:, None] | word_bits[None, :]  # (rows, V) state each continuation enters
         next_alive, next_states, rows = [], [], []

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bad_inputs import CAPTION, ERROR, ERROR_HINTS, write_bad_inputs
@@ -122,7 +123,12 @@ def test_mix_of_good_and_bad_images(model, good_images, bad_cases, tmp_path, enc
     captioner = Captioner.load(model, encoder=encoder)
     for line in lines:
         path = stdin_photo if line["image"] == "-" else ROOT / line["image"]
-        assert line["caption"] == captioner.caption(path, method="beam", beam_width=3), line["image"]
+        expected = captioner.describe(path, method="beam", beam_width=3)
+        assert line["caption"] == expected.caption, line["image"]
+        # the candidates too: the library's n-best list, texts and log-probabilities
+        assert [text for text, _ in line["candidates"]] == [text for text, _ in expected.candidates], line
+        np.testing.assert_allclose([lp for _, lp in line["candidates"]], [lp for _, lp in expected.candidates],
+                                   rtol=0, atol=1e-4)
 
     errors = error_lines(result.stderr)
     assert len(errors) == len(bad), result.stderr
@@ -165,7 +171,7 @@ def _wrong_encoder(bundle: Path) -> None:
     (_missing_vocab, "vocab.json", "missing"),
     (_truncated_weights, "decoder.weights.h5", "truncated"),
     (_newer_format, "config.json", "newer"),
-    (_wrong_encoder, "", "unknown encoder 'resnet_9000'"),
+    (_wrong_encoder, "config.json", "encoder must be one of .*'resnet_9000'"),
 ])
 def test_broken_model_exits_2_naming_the_file(model, good_images, tmp_path, capsys, breakage, file_name,
                                                problem):

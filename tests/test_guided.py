@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from captioning.familiarity import UNFAMILIAR_BELOW, FamiliarityResult
+from captioning.variants import VARIANTS
 from captioning.guided import (DEFAULT_THRESHOLD, UNFAMILIAR_PERCENTILE, UNFAMILIAR_THRESHOLD, concept_threshold,
                                constrained_beam_search, guided_caption, per_word_logprob)
 from test_decoding import LENGTH_PENALTY, BigramDecoder, exhaustive, random_table, toy_vocab
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("learned", "fasttext", "word2vec")
 
 
 def toy(seed: int) -> BigramDecoder:

@@ -20,7 +20,7 @@ from pathlib import Path
 from captioning.encoders import load_encoder
 from captioning.familiarity import Familiarity
 
-from .common import add_data_arguments, corpus_from_args, features_for, quiet_tensorflow, setup_logging
+from .common import add_data_arguments, corpus_from_args, features_for, setup_logging
 
 log = logging.getLogger("training.build_familiarity")
 
@@ -35,7 +35,6 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    quiet_tensorflow()
     args = parse_args(argv)
     setup_logging()
     started = time.perf_counter()

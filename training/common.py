@@ -19,12 +19,6 @@ DEFAULT_DATA = "../shared/data/flickr8k"
 SUMMARY_FILE = "training_summary.json"  # <out>/training_summary.json: timings of the latest training.train run
 
 
-def quiet_tensorflow() -> None:
-    """TensorFlow's C++ logging level is read when TensorFlow is imported, so the package sets it on
-    import (training/__init__.py); this only repeats that, for entry points that still call it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def read_training_summary(weights: str | Path) -> dict | None:
     """The timings training.train wrote into ``weights`` (features, each variant, total), None if absent."""
     path = Path(weights) / SUMMARY_FILE

@@ -37,9 +37,10 @@ from captioning.familiarity import UNFAMILIAR_BELOW, Familiarity
 from captioning.guided import (DEFAULT_MARGIN, DEFAULT_THRESHOLD, UNFAMILIAR_PERCENTILE, UNFAMILIAR_THRESHOLD,
                                concept_threshold, guided_caption)
 
-from .common import add_data_arguments, corpus_from_args, quiet_tensorflow
+from captioning.variants import VARIANTS
 
-VARIANTS = ("learned", "fasttext", "word2vec")
+from .common import add_data_arguments, corpus_from_args
+
 BEAM_WIDTH = 3
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MARGINS = (0.5, 1.0, 1.5, 2.0, 3.0, math.inf)
@@ -113,7 +114,6 @@ class GuidedRunner:
 
 
 def main(argv=None) -> int:
-    quiet_tensorflow()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=Path("weights"))
     parser.add_argument("--ood", type=Path, default=OOD_DIR)
