@@ -8,6 +8,8 @@ model's weights into NumPy and carries the LSTM state from word to word:
     word, (h, c)  --LSTM cell--> h', c';  p + h' -> Dense -> softmax -> next word
 
 Each word costs one LSTM step; beam search runs all beams of a step as one batch.
+Greedy and beam search live in :class:`Decoder`, written against the step interface only,
+so an ensemble of decoders (:mod:`captioning.ensemble`) reuses them unchanged.
 :func:`naive_greedy` is the textbook decoder (``model.predict`` on the padded
 prefix for every word), kept as the reference the step decoder must match.
 """
@@ -94,43 +96,32 @@ def _top_indices(scores: np.ndarray, m: int) -> np.ndarray:
     return np.argsort(-flat, kind="stable")[:m]
 
 
-class StepDecoder:
-    """NumPy re-implementation of the merge decoder, one word per call."""
+class Decoder:
+    """Greedy and beam search over any step function.
 
-    def __init__(self, model: keras.Model, vocab: Vocabulary):
-        def weights(name):
-            return [w.astype(np.float32) for w in model.get_layer(name).get_weights()]
+    A subclass provides ``vocab`` and three methods, and the searches below use nothing else:
 
-        self.vocab = vocab
-        self.image_kernel, self.image_bias = weights(IMAGE_PROJECTION)
-        (embeddings,) = weights(WORD_EMBEDDING)
-        lstm_kernel, self.lstm_recurrent, self.lstm_bias = weights(LSTM)
-        # Embedding lookup followed by the LSTM's input kernel, folded into one table.
-        self.input_gates = embeddings @ lstm_kernel  # (vocab, 4 * units)
-        self.merge_kernel, self.merge_bias = weights(MERGE_DENSE)
-        self.out_kernel, self.out_bias = weights(WORD_PROBS)
-        self.units = self.lstm_recurrent.shape[0]
-        self.banned = banned_ids(vocab)
+    * ``project_image(features (n, feature_dim)) -> projection (n, d)``: once per image;
+    * ``initial_state(n) -> (h, c)``: two arrays with one row per caption;
+    * ``step(word_ids (n,), (h, c), projection (n, d)) -> (log-probabilities (n, vocab), (h', c'))``:
+      the next-word scores of each row (banned words -inf) and the new state.
+
+    Beam search keeps a hypothesis's state by indexing rows (``h[rows], c[rows]``), so the
+    state may hold anything per row: :class:`StepDecoder` holds one LSTM's (h, c);
+    :class:`captioning.ensemble.EnsembleDecoder` holds several, side by side.
+    :func:`captioning.guided.constrained_beam_search` takes the same interface.
+    """
+
+    vocab: Vocabulary
 
     def project_image(self, features: np.ndarray) -> np.ndarray:
-        """(n, feature_dim) -> (n, units), computed once per image."""
-        return np.maximum(features.astype(np.float32) @ self.image_kernel + self.image_bias, 0.0)
+        raise NotImplementedError
 
-    def initial_state(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        zeros = np.zeros((n, self.units), dtype=np.float32)
-        return zeros, zeros.copy()
-
-    @property
-    def step_weights(self) -> tuple[np.ndarray, ...]:
-        """The weights :func:`merge_step` takes after the image projection, in its order."""
-        return (self.lstm_recurrent, self.lstm_bias, self.merge_kernel, self.merge_bias, self.out_kernel,
-                self.out_bias)
+    def initial_state(self, n: int):
+        raise NotImplementedError
 
     def step(self, word_ids: np.ndarray, state, image_projection: np.ndarray):
-        """Feed one word per row; return (next-word log-probabilities (n, vocab), new state)."""
-        logprobs, state = merge_step(np, self.input_gates[word_ids], state, image_projection, *self.step_weights)
-        logprobs[:, self.banned] = -np.inf
-        return logprobs, state
+        raise NotImplementedError
 
     def greedy(self, features: np.ndarray, max_length: int) -> list[Hypothesis]:
         """Most likely word at each step, for a batch of images (n, feature_dim)."""
@@ -197,6 +188,45 @@ class StepDecoder:
             finished = alive
         finished.sort(key=lambda hyp: -hyp.score(length_penalty))
         return finished[:n_best]
+
+
+class StepDecoder(Decoder):
+    """NumPy re-implementation of the merge decoder, one word per call."""
+
+    def __init__(self, model: keras.Model, vocab: Vocabulary):
+        def weights(name):
+            return [w.astype(np.float32) for w in model.get_layer(name).get_weights()]
+
+        self.vocab = vocab
+        self.image_kernel, self.image_bias = weights(IMAGE_PROJECTION)
+        (embeddings,) = weights(WORD_EMBEDDING)
+        lstm_kernel, self.lstm_recurrent, self.lstm_bias = weights(LSTM)
+        # Embedding lookup followed by the LSTM's input kernel, folded into one table.
+        self.input_gates = embeddings @ lstm_kernel  # (vocab, 4 * units)
+        self.merge_kernel, self.merge_bias = weights(MERGE_DENSE)
+        self.out_kernel, self.out_bias = weights(WORD_PROBS)
+        self.units = self.lstm_recurrent.shape[0]
+        self.banned = banned_ids(vocab)
+
+    def project_image(self, features: np.ndarray) -> np.ndarray:
+        """(n, feature_dim) -> (n, units), computed once per image."""
+        return np.maximum(features.astype(np.float32) @ self.image_kernel + self.image_bias, 0.0)
+
+    def initial_state(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        zeros = np.zeros((n, self.units), dtype=np.float32)
+        return zeros, zeros.copy()
+
+    @property
+    def step_weights(self) -> tuple[np.ndarray, ...]:
+        """The weights :func:`merge_step` takes after the image projection, in its order."""
+        return (self.lstm_recurrent, self.lstm_bias, self.merge_kernel, self.merge_bias, self.out_kernel,
+                self.out_bias)
+
+    def step(self, word_ids: np.ndarray, state, image_projection: np.ndarray):
+        """Feed one word per row; return (next-word log-probabilities (n, vocab), new state)."""
+        logprobs, state = merge_step(np, self.input_gates[word_ids], state, image_projection, *self.step_weights)
+        logprobs[:, self.banned] = -np.inf
+        return logprobs, state
 
 
 def naive_greedy(model: keras.Model, features: np.ndarray, vocab: Vocabulary, max_length: int) -> list[list[int]]:

@@ -14,10 +14,14 @@ import json
 import os
 from pathlib import Path
 
+from captioning.corpus import Corpus, CorpusError, load_corpus
+from captioning.diversity import diversity, held_out_references, mean_local_recall
+from captioning.ensemble import ENSEMBLE_METRICS_FILE, ENSEMBLE_SAMPLES_FILE
 from captioning.variants import VARIANTS
+from captioning.vocab import N_SPECIAL
 from tools.measure import cpu_model
 
-from .common import SUMMARY_FILE, read_training_summary
+from .common import DEFAULT_DATA, SUMMARY_FILE, read_training_summary
 
 SETTINGS = {"greedy": "greedy", "beam3": "beam k=3", "beam5": "beam k=5"}
 COLUMNS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "NLTK-BLEU-4",
@@ -48,6 +52,61 @@ def scores_table(weights: Path) -> str:
             if setting in scores:
                 row = scores[setting]
                 lines.append(f"| {variant} | {label} | " + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def ensemble_table(weights: Path) -> str:
+    """The ensemble's scores (training.evaluate_ensemble), in the scores table's columns; "" if not scored."""
+    path = weights / ENSEMBLE_METRICS_FILE
+    if not path.is_file():
+        return ""
+    metrics = json.loads(path.read_text())
+    name = "ensemble (" + " + ".join(metrics.get("members", VARIANTS)) + ")"
+    lines = ["| model | decoding | " + " | ".join(HEADERS) + " |", "|---|---|" + "---|" * len(HEADERS)]
+    for setting, label in SETTINGS.items():
+        if setting in metrics["scores"]:
+            row = metrics["scores"][setting]
+            lines.append(f"| {name} | {label} | " + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+DIVERSITY_HEADERS = ["types", "TTR1", "TTR2", "novel", "coverage", "Loc5", "Loc4 (refs 2-5)", "mean len"]
+
+
+def _diversity_row(name: str, label: str, d: dict, loc4: float) -> str:
+    loc5 = "—" if d.get("loc") is None else f"{d['loc']:.3f}"
+    cells = [str(d["types"]), f"{d['ttr1']:.3f}", f"{d['ttr2']:.3f}", f"{d['novelty']:.0%}",
+             f"{d['coverage']:.1%}", loc5, f"{loc4:.3f}", f"{d['mean_length']:.1f}"]
+    return f"| {name} | {label} | " + " | ".join(cells) + " |"
+
+
+def diversity_table(weights: Path, corpus: Corpus, split: str = "test") -> str:
+    """Diversity and novelty (captioning.diversity) of every generated caption in the bundles'
+    samples.json (and the ensemble's), and of one human reference per image (the first, scored
+    against the other four) as the ceiling; "" if there are no samples."""
+    vocab_path = next((weights / v / "vocab.json" for v in VARIANTS if (weights / v / "vocab.json").is_file()), None)
+    if vocab_path is None:
+        return ""
+    vocabulary = json.loads(vocab_path.read_text())["words"][N_SPECIAL:]  # the learnable vocabulary
+    references = corpus.captions_of(corpus.split(split))
+    training = corpus.split_captions("train")
+    held, others = held_out_references(references, 0)  # reference 1 vs references 2-5
+    sources = [(v, weights / v / "samples.json") for v in VARIANTS] + [("ensemble", weights / ENSEMBLE_SAMPLES_FILE)]
+    lines = ["| captions | decoding | " + " | ".join(DIVERSITY_HEADERS) + " |",
+             "|---|---|" + "---|" * len(DIVERSITY_HEADERS)]
+    for name, path in sources:
+        if not path.is_file():
+            continue
+        samples = json.loads(path.read_text())
+        for setting, label in SETTINGS.items():
+            if setting in samples:
+                predictions = samples[setting]
+                d = diversity(predictions, references, training, vocabulary)
+                lines.append(_diversity_row(name, label, d, mean_local_recall(predictions, others)[0]))
+    if len(lines) == 2:
+        return ""
+    human = diversity(held, others, training, vocabulary)  # its "loc" is against references 2-5: Loc4
+    lines.append(_diversity_row("human (reference 1)", "—", {**human, "loc": None}, human["loc"]))
     return "\n".join(lines)
 
 
@@ -99,6 +158,7 @@ def plot_loss_curve(history: dict, path: Path, title: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="weights")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="Flickr8k, for the diversity table (default: %(default)s)")
     args = parser.parse_args(argv)
     weights = Path(args.weights)
     first = next((weights / v / "metrics.json" for v in VARIANTS if (weights / v / "metrics.json").is_file()), None)
@@ -110,12 +170,33 @@ def main(argv=None) -> int:
           f"Machine: {cpu_model()}, {os.cpu_count()} cores.\n")
     print(scores_table(weights))
     print()
+    ensemble = ensemble_table(weights)
+    if ensemble:
+        print(ensemble)
+        print()
     print(training_table(weights))
     summary = run_summary(weights)
     if summary:
         print()
         print(summary)
+    print_diversity(weights, args.data, metrics["split"])
     return 0
+
+
+def print_diversity(weights: Path, data: str | Path, split: str) -> None:
+    """The diversity table, if the corpus (references and training captions) is at ``data``."""
+    try:
+        corpus = load_corpus(data)
+    except CorpusError as exc:
+        print(f"\nNo diversity table: {exc}")
+        return
+    table = diversity_table(weights, corpus, split)
+    if table:
+        print(f"\nDiversity of the {split} captions (captioning.diversity): TTR over all captions together; "
+              "novel: not a training caption; coverage: share of the model vocabulary (words seen 5+ times in training) used; Loc5: share of "
+              "the content words all five references use that the caption says (Loc4: all of references 2-5); "
+              "human: reference 1 of each image, scored against references 2-5.\n")
+        print(table)
 
 
 if __name__ == "__main__":

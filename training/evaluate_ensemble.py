@@ -1,0 +1,48 @@
+"""Score the ensemble of the committed bundles on a split (default: Flickr8k's 1,000 test images).
+
+    python -m training.evaluate_ensemble [--weights weights] [--models learned fasttext word2vec]
+
+The ensemble (:class:`captioning.ensemble.Ensemble`) decodes with the mean of the models'
+next-word log-probabilities; it is scored exactly as ``training.evaluate`` scores one bundle
+(same decoding settings, same metrics), and written beside the bundles:
+``<weights>/ensemble_metrics.json`` (a bundle's metrics.json, plus the member names) and
+``<weights>/ensemble_samples.json`` (every generated caption).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from captioning.bundle import write_json
+from captioning.ensemble import ENSEMBLE_METRICS_FILE, ENSEMBLE_SAMPLES_FILE, Ensemble
+from captioning.variants import VARIANTS
+
+from .common import add_data_arguments, corpus_from_args, features_for, setup_logging
+from .evaluate import DECODING_SETTINGS, evaluate_captioner
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default="weights", help="folder holding the bundles (default: %(default)s)")
+    parser.add_argument("--models", nargs="+", default=list(VARIANTS), help="bundle names (default: all three)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--settings", nargs="+", choices=sorted(DECODING_SETTINGS), default=list(DECODING_SETTINGS))
+    add_data_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    weights = Path(args.weights)
+    corpus = corpus_from_args(args)
+    ensemble = Ensemble.load([weights / name for name in args.models])  # one encoder, the bundles' own
+    features, index = features_for(corpus, ensemble.encoder, args.cache_dir, corpus.split(args.split))
+    metrics, samples = evaluate_captioner(ensemble, corpus, features, index, args.split, args.settings)
+    metrics["members"] = list(args.models)
+    write_json(weights / ENSEMBLE_METRICS_FILE, metrics)
+    write_json(weights / ENSEMBLE_SAMPLES_FILE, samples)
+    print(f"wrote {weights / ENSEMBLE_METRICS_FILE} and {weights / ENSEMBLE_SAMPLES_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
