@@ -30,7 +30,7 @@ from captioning.settings import DEFAULT_BEAM_WIDTH, MAX_BEAM_WIDTH, METHODS, Set
 from demo import ui
 from demo.admission import Busy
 from demo.api import add_json_api
-from demo.models import LABELS, VARIANTS, ModelSet, weights_dir_from_env
+from demo.models import LABELS, MODELS, VARIANTS, ModelSet, weights_dir_from_env
 from demo.uploads import MAX_UPLOAD_BYTES, BodyLimit, UploadedImage
 
 log = logging.getLogger("demo")
@@ -44,8 +44,9 @@ LIVE_CAMERA = gr.WebcamOptions(mirror=False, constraints={"video": {"width": {"i
 # On a phone the captions sit below the photo and the controls: bring them into view.
 SCROLL_TO_CAPTIONS = ("() => { if (window.innerWidth < 700) document.getElementById('caption-grid')"
                       "?.scrollIntoView({behavior: 'smooth', block: 'start'}); }")
-API_DESCRIPTION = ("Caption one photo with the three models. method: 'greedy', 'beam' or 'guided'; beam_width "
-                   f"1-{MAX_BEAM_WIDTH}. Returns the learned, FastText and Word2Vec captions, then the details "
+API_DESCRIPTION = ("Caption one photo with the three models and their ensemble. method: 'greedy', 'beam' or 'guided'; "
+                   f"beam_width 1-{MAX_BEAM_WIDTH}. Returns the learned, FastText, Word2Vec and all-three-together "
+                   "captions, then the details "
                    "(words, probabilities, n-best, concepts, encoder labels). The same as plain HTTP: "
                    "curl -F image=@photo.jpg -F method=beam -F beam_width=3 <this address>/api/caption")
 
@@ -75,7 +76,7 @@ def build_demo(models: ModelSet) -> gr.Blocks:
                 summary = gr.Markdown(elem_id="summary", elem_classes="timing")
                 with gr.Accordion("Word by word: how sure each model was, and the n-best lists", open=False):
                     with gr.Row(equal_height=False):
-                        details = {v: gr.HTML(elem_id=f"details-{v}", min_height=0) for v in VARIANTS}
+                        details = {v: gr.HTML(elem_id=f"details-{v}", min_height=0) for v in MODELS}
                 with gr.Accordion("Test-set scores of each model", open=False):
                     with gr.Row(equal_height=False):
                         for v in VARIANTS:
@@ -122,7 +123,7 @@ def build_demo(models: ModelSet) -> gr.Blocks:
         # then the details. Its components are hidden; the page itself shows every method at once.
         with gr.Column(visible=False):
             api_method = gr.Radio(list(METHODS), value="greedy", label="method")
-            api_captions = [gr.Textbox(label=f"{LABELS[v]} caption") for v in VARIANTS]
+            api_captions = [gr.Textbox(label=f"{LABELS[v]} caption") for v in MODELS]
             api_details = gr.JSON(label="details")
             api_button = gr.Button()
 
@@ -131,10 +132,10 @@ def build_demo(models: ModelSet) -> gr.Blocks:
 
         def show(captions) -> list:
             return [ui.caption_grid_html(captions), ui.seen_html(captions.seen, captions),
-                    ui.summary_text(captions), *(ui.details_html(captions.results[v], v) for v in VARIANTS)]
+                    ui.summary_text(captions), *(ui.details_html(captions.results[v], v) for v in details)]
 
         def show_message(message: str, error: bool = False) -> list:
-            return [ui.caption_grid_html(None, message, error), "", "", *([""] * len(VARIANTS))]
+            return [ui.caption_grid_html(None, message, error), "", "", *([""] * len(details))]
 
         def caption_photo(image: bytes | None, width, length) -> list:
             if image is None:
@@ -165,8 +166,8 @@ def build_demo(models: ModelSet) -> gr.Blocks:
             return Image.open(io.BytesIO(frame)), gr.Tabs(selected="caption")
 
         def caption_for_api(image: bytes | None, method, beam_width):
-            """Caption the image with the three models; returns the learned, FastText and Word2Vec captions,
-            then a JSON object of details."""
+            """Caption the image with the three models and their ensemble; returns the learned, FastText,
+            Word2Vec and all-three-together captions, then a JSON object of details."""
             try:
                 captions = models.caption(image, models.settings(method, beam_width))
             except (ImageError, SettingsError, Busy) as exc:

@@ -30,8 +30,9 @@ from .captioner import Captioner
 from .decoding import Decoder
 from .encoders import ImageEncoder
 from .familiarity import Familiarity
+from .variants import ENSEMBLE
 
-ENSEMBLE_NAME = "ensemble"
+ENSEMBLE_NAME = ENSEMBLE
 # Beside the bundle folders (weights/): the ensemble of the committed bundles, scored by
 # training.evaluate_ensemble like a bundle's metrics.json and samples.json.
 ENSEMBLE_METRICS_FILE = "ensemble_metrics.json"

@@ -9,5 +9,7 @@ from __future__ import annotations
 
 VARIANTS = ("learned", "fasttext", "word2vec")
 PRETRAINED_VARIANTS = ("fasttext", "word2vec")  # gensim vectors, copied in and frozen
-LABELS = {"learned": "Learned embedding", "fasttext": "FastText", "word2vec": "Word2Vec"}
-SHORT_LABELS = {"learned": "Learned", "fasttext": "FastText", "word2vec": "Word2Vec"}
+ENSEMBLE = "ensemble"  # the three together: their averaged next-word log-probabilities (captioning.ensemble)
+LABELS = {"learned": "Learned embedding", "fasttext": "FastText", "word2vec": "Word2Vec",
+          ENSEMBLE: "All three together"}
+SHORT_LABELS = {"learned": "Learned", "fasttext": "FastText", "word2vec": "Word2Vec", ENSEMBLE: "Ensemble"}

@@ -11,6 +11,7 @@ factory and hands it to the UI and the HTTP routes.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -26,13 +27,15 @@ from captioning.bundle import recover_bundle
 from captioning.concepts import top_labels
 from captioning.familiarity import Familiarity, FamiliarityResult
 from captioning.settings import DEFAULT_BEAM_WIDTH, METHODS, SettingsError, parse_settings
-from captioning.variants import LABELS, VARIANTS
+from captioning.ensemble import ENSEMBLE_METRICS_FILE, Ensemble
+from captioning.variants import ENSEMBLE, LABELS, VARIANTS
 from captioning.vocab import N_SPECIAL
 
 from .admission import Admission
 
 log = logging.getLogger("demo")
 
+MODELS = (*VARIANTS, ENSEMBLE)  # everything that captions a photo, in the page's and the API's order
 TOP_LABELS = 5  # ImageNet labels shown as "what the encoder sees"
 FEATURE_CACHE_SIZE = 32
 
@@ -40,7 +43,7 @@ WEIGHTS_DIR_ENV = "CAPTION_WEIGHTS_DIR"
 WEIGHTS_REPO_ENV = "CAPTION_WEIGHTS_REPO"
 WEIGHTS_REVISION_ENV = "CAPTION_WEIGHTS_REVISION"
 
-__all__ = ["CaptionSet", "ModelSet", "Seen", "Settings", "SettingsError", "VARIANTS", "LABELS", "METHODS",
+__all__ = ["CaptionSet", "ModelSet", "Seen", "Settings", "SettingsError", "VARIANTS", "MODELS", "LABELS", "METHODS",
            "DEFAULT_BEAM_WIDTH", "check_settings", "weights_dir_from_env"]
 
 
@@ -121,7 +124,7 @@ def download_weights(repo_id: str, revision: str | None = None) -> Path:
 
     log.info("downloading caption models from the Hub repository %s", repo_id)
     path = snapshot_download(repo_id=repo_id, revision=revision,
-                             allow_patterns=[f"{v}/*" for v in VARIANTS] + [FAMILIARITY_FILE])
+                             allow_patterns=[f"{v}/*" for v in VARIANTS] + [FAMILIARITY_FILE, ENSEMBLE_METRICS_FILE])
     return Path(path)
 
 
@@ -136,11 +139,15 @@ class ModelSet:
     (a control change re-decodes the current image without encoding it again)."""
 
     def __init__(self, captioners: dict[str, Captioner], source: Path | None = None,
-                 admission: Admission | None = None, familiarity=None):
+                 admission: Admission | None = None, familiarity=None, ensemble_metrics: dict | None = None):
         missing = [v for v in VARIANTS if v not in captioners]
         if missing:
             raise ValueError(f"missing model(s): {', '.join(missing)}")
         self.captioners = {v: captioners[v] for v in VARIANTS}
+        # Everything that captions a photo: the three models, then the three together (one more
+        # decoder over the same features: their averaged next-word log-probabilities).
+        self.decoders: dict[str, Captioner] = {**self.captioners, ENSEMBLE: Ensemble(list(self.captioners.values()))}
+        self.ensemble_metrics = ensemble_metrics or {}  # weights/ensemble_metrics.json (training.evaluate_ensemble)
         self.encoder = self.captioners[VARIANTS[0]].encoder
         self.source = source
         self.admission = admission or Admission()  # one image at a time, a bounded queue behind it
@@ -171,7 +178,9 @@ class ModelSet:
             captioner = Captioner.load(weights_dir / variant, encoder=encoder, familiarity=familiarity or False)
             encoder = captioner.encoder
             captioners[variant] = captioner
-        models = cls(captioners, weights_dir, familiarity=familiarity)
+        scored = weights_dir / ENSEMBLE_METRICS_FILE
+        ensemble_metrics = json.loads(scored.read_text(encoding="utf-8")) if scored.is_file() else None
+        models = cls(captioners, weights_dir, familiarity=familiarity, ensemble_metrics=ensemble_metrics)
         models.warm_up()
         log.info("loaded %s from %s in %.1f s", ", ".join(VARIANTS), weights_dir, time.perf_counter() - started)
         return models
@@ -215,7 +224,7 @@ class ModelSet:
             results = {name: {method: c.describe_features(seen.features, method, settings.beam_width, settings.max_length,
                                                           class_probs=seen.class_probs, familiarity=seen.familiarity)
                               for method in settings.methods}
-                       for name, c in self.captioners.items()}
+                       for name, c in self.decoders.items()}
         return CaptionSet(settings, seen, results, encode_seconds, cached)
 
     def _look(self, image) -> tuple[Seen, bool]:
@@ -233,6 +242,10 @@ class ModelSet:
             while len(self._seen) > FEATURE_CACHE_SIZE:
                 self._seen.popitem(last=False)
         return seen, False
+
+    def test_scores(self) -> dict[str, dict]:
+        """Each decoder's test-set scores (a bundle's metrics.json; the ensemble's own file)."""
+        return {**{name: c.metrics for name, c in self.captioners.items()}, ENSEMBLE: self.ensemble_metrics}
 
     # -- embeddings -------------------------------------------------------------
     def neighbours(self, word: str, k: int = 10) -> dict[str, list[tuple[str, float]] | None]:

@@ -227,8 +227,8 @@ def results_table(models: ModelSet) -> tuple[list[str], list[list]]:
     """(headers, rows) of every model's scores under every decoding setting, for the About tab."""
     headers = ["model", "decoding", *TABLE_METRICS, "words used", "mean length"]
     rows = []
-    for name, captioner in models.captioners.items():
-        for setting, scores in ((captioner.metrics or {}).get("scores") or {}).items():
+    for name, metrics in models.test_scores().items():
+        for setting, scores in ((metrics or {}).get("scores") or {}).items():
             rows.append([SHORT_LABELS[name], SETTING_LABELS.get(setting, setting),
                          *[_fixed(scores.get(m), 3) for m in TABLE_METRICS],
                          _fixed(scores.get("vocabulary_used"), 0), _fixed(scores.get("mean_length"), 1)])

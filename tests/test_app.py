@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bad_inputs import CASES, ERROR, ERROR_HINTS, write_bad_inputs
-from demo.models import VARIANTS, SettingsError, check_settings, pca_2d
+from demo.models import MODELS, VARIANTS, SettingsError, check_settings, pca_2d
 from conftest import tracebacks_through_our_code
 from demo.server import ROOT
 from demo.uploads import MAX_UPLOAD_BYTES
@@ -76,8 +76,8 @@ def test_examples_are_cached_lazily(server):
 def test_three_captions_first(client, method):
     """The endpoint's outputs: the three captions, then the details of the same captions."""
     *captions, details = predict(client, PHOTO, method, 3)
-    assert len(captions) == 3 and all(c.strip() for c in captions), captions
-    assert details["method"] == method and [details[v] for v in VARIANTS] == captions
+    assert len(captions) == len(MODELS) and all(c.strip() for c in captions), captions
+    assert details["method"] == method and [details[v] for v in MODELS] == captions  # the three, then the ensemble
     assert details["encoder_labels"] and all(0 <= d["probability"] <= 1 for d in details["encoder_labels"])
 
 
@@ -86,9 +86,9 @@ def test_guided_through_the_api_names_the_cat(client, server, weights):
         pytest.skip("needs the committed models")
     *captions, details = predict(client, PHOTO, "guided", 3)
     assert all("cat" in c.split() for c in captions), captions
-    assert all("cat" in details["details"][v]["concepts"] for v in VARIANTS), details
+    assert all("cat" in details["details"][v]["concepts"] for v in MODELS), details
     answer = post(server, PHOTO, "guided", 3).json()
-    assert [answer[v] for v in VARIANTS] == captions and answer["encoder_labels"][0]["probability"] > 0.3
+    assert [answer[v] for v in MODELS] == captions and answer["encoder_labels"][0]["probability"] > 0.3
 
 
 def test_real_models_give_distinct_nonempty_captions(client, weights):
@@ -108,7 +108,7 @@ def test_http_api_returns_the_same_captions(client, server):
         body = answer.json()
         assert [body[v] for v in VARIANTS] == list(expected)
         assert body["method"] == method and body["beam_width"] == width
-        assert set(body["timings"]) == {"encode_seconds", *VARIANTS}
+        assert set(body["timings"]) == {"encode_seconds", *MODELS}
         if method == "beam":
             assert all(1 <= len(body["details"][v]["candidates"]) <= width for v in VARIANTS)
 

@@ -1,5 +1,5 @@
 """The demo in a real browser: `uvicorn app:app` on a free port, headless Debian Chromium driven
-by Playwright.  Uploads a photo and reads the grid of 3 models x 3 methods against POST
+by Playwright.  Uploads a photo and reads the grid of 3 models + their ensemble x 3 methods against POST
 /api/caption; keyboard on the controls, examples keeping the settings, one clear message for a
 bad file, the live webcam with Chromium's fake camera, the other tabs; at desktop and phone
 widths (screenshots in the test's tmp dir, or in $CAPTION_SCREENSHOTS when set).
@@ -16,7 +16,7 @@ import pytest
 
 from bad_inputs import write_bad_inputs
 from captioning.settings import METHODS
-from demo.models import VARIANTS
+from demo.models import MODELS, VARIANTS
 from fake_camera import write_y4m
 from conftest import served_app, tracebacks_through_our_code
 from demo.server import ROOT
@@ -80,7 +80,7 @@ def wait_for_grid(page, settings: str, selector: str = "#caption-grid") -> dict[
     page.wait_for_function(
         """([sel, text]) => {
             const grid = document.querySelector(sel + ' .grid');
-            return grid && grid.dataset.settings.includes(text) && grid.querySelectorAll('.cell').length === 9;
+            return grid && grid.dataset.settings.includes(text) && grid.querySelectorAll('.cell').length === 12;
         }""", arg=[selector, settings], timeout=TIMEOUT_MS)
     return grid_captions(page, selector)
 
@@ -103,7 +103,7 @@ def upload(page, path: Path) -> None:
 def api_captions(server, photo: Path, method: str, width: int = 3) -> dict[str, str]:
     answer = httpx.post(server["url"] + "/api/caption", timeout=60, data={"method": method, "beam_width": str(width)},
                         files={"image": (photo.name, photo.read_bytes(), "image/jpeg")}).json()
-    return {v: answer[v] for v in VARIANTS}
+    return {v: answer[v] for v in MODELS}
 
 
 def test_upload_shows_every_model_and_method_at_once(browser, server, weights, screenshots):
@@ -167,7 +167,7 @@ def test_example_click_keeps_the_settings(browser, server):
     page.locator("#examples button, #examples .gallery-item").nth(1).click()
     shown = wait_for_grid(page, "beam width 4")
     assert page.locator("#beam-width input[type=number]").input_value() == "4"
-    assert len(shown) == 9
+    assert len(shown) == 12
     page.close()
 
 
@@ -184,7 +184,7 @@ def test_bad_file_gives_one_clear_message_then_a_photo_works(browser, server, tm
     page.screenshot(path=str(screenshots / "bad_file.png"))
     page.locator('#photo button[aria-label="Remove Image"]').first.click()
     upload(page, PHOTO)
-    assert len(wait_for_grid(page, "beam width 3")) == 9
+    assert len(wait_for_grid(page, "beam width 3")) == 12
     page.close()
 
 
