@@ -38,7 +38,11 @@ class Synset:
 
 def read_lexnames(man_page: Path = LEXNAMES_MAN_PAGE) -> dict[int, str]:
     """Lexicographer file number -> name, from the table in the lexnames(5) man page."""
-    text = gzip.open(man_page, "rt", encoding="utf-8").read() if man_page.suffix == ".gz" else man_page.read_text()
+    if man_page.suffix == ".gz":
+        with gzip.open(man_page, "rt", encoding="utf-8") as f:
+            text = f.read()
+    else:
+        text = man_page.read_text(encoding="utf-8")
     return {int(number): name for number, name in re.findall(r"^(\d\d)\s+((?:noun|verb|adj|adv)\.\w+)", text, re.M)}
 
 

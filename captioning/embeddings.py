@@ -52,10 +52,11 @@ def load_vectors(path: str | Path):
             return load_facebook_vectors(str(path))
         except Exception:  # not Facebook's format: try word2vec's binary layout
             return KeyedVectors.load_word2vec_format(str(path), binary=True)
-    try:
-        return KeyedVectors.load_word2vec_format(str(path), binary=False)
-    except ValueError:  # GloVe text: no "<count> <dim>" header line
-        return KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=True)
+    # word2vec/fastText text starts with a "<count> <dim>" line; GloVe text has none.
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline().split()
+    has_header = len(first) == 2 and all(part.isdigit() for part in first)
+    return KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=not has_header)
 
 
 def embedding_matrix(vocab: Vocabulary, vectors, seed: int = 0) -> tuple[np.ndarray, int]:

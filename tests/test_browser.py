@@ -30,8 +30,8 @@ TIMEOUT_MS = 60_000
 if not Path(CHROMIUM).is_file() and not shutil.which(CHROMIUM):
     __import__("conftest").skip_unless_ci(  # under CI=true a missing Chromium fails (a collection error)
         f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)", allow_module_level=True)
-sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-httpx = pytest.importorskip("httpx")
+from playwright.sync_api import sync_playwright  # noqa: E402  (requirements-dev.txt: never skipped)
+import httpx  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -171,7 +171,7 @@ def _wrong_encoder(bundle: Path) -> None:
     (_missing_vocab, "vocab.json", "missing"),
     (_truncated_weights, "decoder.weights.h5", "truncated"),
     (_newer_format, "config.json", "newer"),
-    (_wrong_encoder, "config.json", "encoder must be one of .*'resnet_9000'"),
+    (_wrong_encoder, "config.json", "encoder must be one of"),
 ])
 def test_broken_model_exits_2_naming_the_file(model, good_images, tmp_path, capsys, breakage, file_name,
                                                problem):
