@@ -128,16 +128,18 @@ def build_demo(models: ModelSet) -> gr.Blocks:
             api_button = gr.Button()
 
         # -- handlers: each one small; the work is in demo.models and demo.ui --------------------
-        page = [grid, seen, summary, *details.values()]
+        page = [grid, seen, summary, *details.values()]  # every output a photo changes
 
-        def show(captions) -> list:
-            return [ui.caption_grid_html(captions), ui.seen_html(captions.seen, captions),
-                    ui.summary_text(captions), *(ui.details_html(captions.results[v], v) for v in details)]
+        def show(captions) -> dict:
+            return {grid: ui.caption_grid_html(captions), seen: ui.seen_html(captions.seen, captions),
+                    summary: ui.summary_text(captions),
+                    **{box: ui.details_html(captions.results[v], v) for v, box in details.items()}}
 
-        def show_message(message: str, error: bool = False) -> list:
-            return [ui.caption_grid_html(None, message, error), "", "", *([""] * len(details))]
+        def show_message(message: str, error: bool = False) -> dict:
+            return {grid: ui.caption_grid_html(None, message, error), seen: "", summary: "",
+                    **{box: "" for box in details.values()}}
 
-        def caption_photo(image: bytes | None, width, length) -> list:
+        def caption_photo(image: bytes | None, width, length) -> dict:
             if image is None:
                 return show_message("")
             try:

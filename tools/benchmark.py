@@ -149,6 +149,27 @@ def time_images(encoder, decode, images: list[Path]) -> dict:
     return {"encode_s": encode_s, "decode_s": decode_s, "total_s": total_s, "captions": captions}
 
 
+def time_page(weights: Path, images: list[Path], warm: list[Path]) -> dict:
+    """What the demo page computes per photo: one encoder pass (features, ImageNet head, familiarity),
+    then the three models and their ensemble, each greedy, beam and guided (width 3)."""
+    from demo.models import ModelSet
+
+    models = ModelSet.load(weights)
+    settings = models.page_settings(beam_width=3)
+    for path in warm:
+        models.caption(path.read_bytes(), settings)
+    encode_s, decode_s, total_s = [], [], []
+    gc.collect()
+    for path in images:
+        data = path.read_bytes()
+        started = time.perf_counter()
+        captions = models.caption(data, settings)
+        total_s.append(time.perf_counter() - started)
+        encode_s.append(captions.encode_seconds)
+        decode_s.append(total_s[-1] - captions.encode_seconds)
+    return {"total": summary_ms(total_s), "decode": summary_ms(decode_s), "encode": summary_ms(encode_s)}
+
+
 def step_implementations(decoder, repeats: int = 300) -> dict:
     """Milliseconds per decoder step (1 row: greedy; 5 rows: a beam) of the NumPy step against
     the same step (the library's :func:`merge_step` over the decoder's weights) as a TensorFlow
@@ -356,7 +377,9 @@ def markdown(r: dict) -> str:
     labels = {"encoder": "(a) encoder only (JPEG -> features)",
               "greedy": "(b) encoder + 3 greedy captions",
               "beam": f"(c) encoder + 3 beam k={BEAM_WIDTH} captions",
-              "naive": "(d) encoder + 3 greedy captions, naive per-word `model.predict`"}
+              "naive": "(d) encoder + 3 greedy captions, naive per-word `model.predict`",
+              "page": "(e) the demo page: encoder + ImageNet head + familiarity, 3 models and their ensemble "
+                      "x greedy, beam k=3, guided k=3 (12 captions)"}
     for mode, label in labels.items():
         if mode not in r["per_image"]:
             continue
@@ -496,6 +519,9 @@ def main(argv=None) -> int:
             "decoding": float(np.median(naive["decode_s"]) / np.median(greedy["decode_s"][:n])),
             "identical_captions": f"{same}/{n}",
         }
+
+    print(f"timing the page's work on {len(images)} images", file=sys.stderr)
+    results["per_image"]["page"] = time_page(weights, images, warm)
 
     print("step implementations", file=sys.stderr)
     results["step"] = step_implementations(captioners[0].decoder)
