@@ -35,7 +35,7 @@ from .familiarity import Familiarity, FamiliarityResult
 from .images import ImageSource
 from .model import WORD_EMBEDDING
 from .vocab import N_SPECIAL
-from .settings import METHODS, parse_settings  # noqa: F401  (METHODS: re-exported)
+from .settings import parse_settings
 
 FAMILIARITY_FILE = "familiarity.h5"  # beside the bundle folders (weights/familiarity.h5)
 TOP_LABELS = 5  # ImageNet labels reported with a guided caption

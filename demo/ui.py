@@ -14,7 +14,7 @@ import numpy as np
 from captioning import CaptionResult
 from captioning.settings import METHODS
 
-from captioning.variants import LABELS, SHORT_LABELS, VARIANTS
+from captioning.variants import LABELS, SHORT_LABELS
 from captioning.vocab import N_SPECIAL
 
 from .models import CaptionSet, ModelSet, Seen

@@ -113,6 +113,7 @@ def test_app_model_set_recovers_after_a_kill(weights, tiny_weights):
     destination = _killed_publish(weights, tiny_weights / "word2vec")
     models = ModelSet.load(weights)
     assert models.captioners["word2vec"].config["name"] == "new"
+    assert (destination / "decoder.weights.h5").is_file()
 
 
 def test_next_training_run_recovers_before_anything_else(weights, tiny_weights, tmp_path, caplog):
