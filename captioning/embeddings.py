@@ -55,8 +55,31 @@ def load_vectors(path: str | Path):
     # word2vec/fastText text starts with a "<count> <dim>" line; GloVe text has none.
     with open(path, encoding="utf-8", errors="replace") as f:
         first = f.readline().split()
-    has_header = len(first) == 2 and all(part.isdigit() for part in first)
-    return KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=not has_header)
+    if len(first) == 2 and all(part.isdigit() for part in first):
+        return KeyedVectors.load_word2vec_format(str(path), binary=False)
+    return _load_headerless_text(path)
+
+
+def _load_headerless_text(path: Path):
+    """GloVe's text format, "word v1 v2 ..." per line. Read here rather than by gensim's
+    ``no_header=True``, which leaves the file open."""
+    from gensim.models import KeyedVectors
+
+    words, rows = [], []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            word, *values = line.rstrip("\n").rstrip().split(" ")
+            if not values:
+                continue
+            if rows and len(values) != len(rows[0]):
+                raise ValueError(f"{path}:{number}: {len(values)} numbers where earlier lines have {len(rows[0])}")
+            words.append(word)
+            rows.append(np.asarray(values, dtype=np.float32))
+    if not rows:
+        raise ValueError(f"{path}: no word vectors in it")
+    vectors = KeyedVectors(vector_size=len(rows[0]))
+    vectors.add_vectors(words, np.stack(rows))
+    return vectors
 
 
 def embedding_matrix(vocab: Vocabulary, vectors, seed: int = 0) -> tuple[np.ndarray, int]:
