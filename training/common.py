@@ -34,12 +34,28 @@ def setup_logging(log_file: Path | None = None) -> None:
     logging.getLogger("gensim").setLevel(logging.WARNING)
 
 
+class CaptionFiles(str):
+    """``--captions``: the first file as a plain string (what one file always was), every file in ``.files``."""
+
+    files: list[str]
+
+
+class _CaptionFilesAction(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        value = CaptionFiles(values[0])
+        value.files = list(values)
+        setattr(namespace, self.dest, value)
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", default=DEFAULT_DATA,
                        help="Flickr8k folder holding Flicker8k_Dataset/ and Flickr8k_text/ (default: %(default)s)")
-    group.add_argument("--captions", help="captions file instead of Flickr8k.token.txt: '<image>#<n><TAB>caption' "
-                                          "lines, or a CSV with image,caption columns")
+    group.add_argument("--captions", nargs="+", action=_CaptionFilesAction, metavar="FILE",
+                       help="captions file instead of Flickr8k.token.txt: '<image>#<n><TAB>caption' lines, a CSV "
+                            "with image,caption columns, a Karpathy split JSON (dataset_coco.json, ...; brings its "
+                            "split), or COCO caption files (captions_train2017.json captions_val2017.json; each "
+                            "file's split from its name)")
     group.add_argument("--images", help="image folder instead of <data>/Flicker8k_Dataset")
     group.add_argument("--split-files", nargs=3, metavar=("TRAIN", "DEV", "TEST"),
                        help="image lists for the three splits (default: Flickr8k's, or 80/10/10 by name)")
@@ -50,7 +66,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def corpus_from_args(args) -> Corpus:
     splits = dict(zip(("train", "dev", "test"), args.split_files)) if args.split_files else None
-    return load_corpus(args.data, captions_file=args.captions, image_dir=args.images, split_files=splits)
+    captions = getattr(args.captions, "files", args.captions)
+    return load_corpus(args.data, captions_file=captions, image_dir=args.images, split_files=splits)
 
 
 def features_for(corpus: Corpus, encoder: ImageEncoder, cache_dir: str | Path, images: list[str],
