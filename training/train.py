@@ -187,8 +187,9 @@ def bundle_config(variant: str, run: Shared, embedding: dict, trained: Trained, 
                      "best_epoch": history["best_epoch"], "seconds": round(train_seconds, 1),
                      "seconds_per_epoch": seconds_per_epoch(history),
                      "best_val_loss": round(min(history["val_loss"]), 4)},
-        "data": {"corpus": Path(args.data).name, "captions_file": Path(args.captions).name if args.captions else
-                 "Flickr8k.token.txt", **{f"{s}_images": len(corpus.split(s)) for s in ("train", "dev", "test")},
+        "data": {"corpus": Path(args.data).name,
+                 "captions_file": ", ".join(Path(f).name for f in getattr(args.captions, "files", [args.captions]))
+                 if args.captions else "Flickr8k.token.txt", **{f"{s}_images": len(corpus.split(s)) for s in ("train", "dev", "test")},
                  "train_captions": trained.train_captions},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
