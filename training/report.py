@@ -1,6 +1,6 @@
 """Print the results table of the trained bundles as Markdown (pasted into the README).
 
-    python -m training.report [--weights weights]
+    python -m training.report [--weights weights] [--significance]
 
 Reads each bundle's metrics.json (test-set scores) and config.json (training time), and the
 training run's timings from training_summary.json.  Also draws a bundle's loss curve
@@ -159,6 +159,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="weights")
     parser.add_argument("--data", default=DEFAULT_DATA, help="Flickr8k, for the diversity table (default: %(default)s)")
+    parser.add_argument("--significance", action="store_true",
+                        help="also the paired-bootstrap table of the differences between the variants (needs Java)")
     args = parser.parse_args(argv)
     weights = Path(args.weights)
     first = next((weights / v / "metrics.json" for v in VARIANTS if (weights / v / "metrics.json").is_file()), None)
@@ -180,7 +182,44 @@ def main(argv=None) -> int:
         print()
         print(summary)
     print_diversity(weights, args.data, metrics["split"])
+    if args.significance:
+        print_significance(weights, args.data, metrics["split"])
     return 0
+
+
+def significance_table(weights: Path, corpus: Corpus, split: str = "test", setting: str = "beam3",
+                       resamples: int = 10_000, seed: int = 0) -> str:
+    """Each pair of variants' CIDEr-D and BLEU-4 difference on ``setting``'s captions (samples.json),
+    with a paired bootstrap 95% interval over the test images (captioning.significance); "" if
+    fewer than two bundles have those captions."""
+    from captioning.significance import image_statistics, pairwise_table, tokenize_references
+
+    samples = {}
+    for variant in VARIANTS:
+        path = weights / variant / "samples.json"
+        if path.is_file() and setting in (s := json.loads(path.read_text())):
+            samples[variant] = s[setting]
+    if len(samples) < 2:
+        return ""
+    references = corpus.captions_of(corpus.split(split))
+    ids = list(references)
+    tokenized = tokenize_references(references, ids)
+    stats = {v: image_statistics({i: p[i] for i in ids}, references, tokenized) for v, p in samples.items()}
+    return pairwise_table(stats, resamples=resamples, seed=seed, label=SETTINGS.get(setting, setting))
+
+
+def print_significance(weights: Path, data: str | Path, split: str) -> None:
+    """The significance table, if the corpus is at ``data`` and Java is installed."""
+    try:
+        table = significance_table(weights, load_corpus(data), split)
+    except (CorpusError, RuntimeError, KeyError) as exc:
+        print(f"\nNo significance table: {exc}")
+        return
+    if table:
+        print(f"\nDifferences between the variants on the {split} images (first minus second), with a paired "
+              "bootstrap over the images (captioning.significance: 10,000 resamples, seed 0, percentile 95% "
+              "interval, two-sided p): test-image sampling only, one training run per variant.\n")
+        print(table)
 
 
 def print_diversity(weights: Path, data: str | Path, split: str) -> None:
