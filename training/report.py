@@ -1,6 +1,6 @@
 """Print the results table of the trained bundles as Markdown (pasted into the README).
 
-    python -m training.report [--weights weights] [--significance]
+    python -m training.report [--weights weights] [--data FLICKR8K]
 
 Reads each bundle's metrics.json (test-set scores) and config.json (training time), and the
 training run's timings from training_summary.json.  Also draws a bundle's loss curve
@@ -159,8 +159,6 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="weights")
     parser.add_argument("--data", default=DEFAULT_DATA, help="Flickr8k, for the diversity table (default: %(default)s)")
-    parser.add_argument("--significance", action="store_true",
-                        help="also the paired-bootstrap table of the differences between the variants (needs Java)")
     args = parser.parse_args(argv)
     weights = Path(args.weights)
     first = next((weights / v / "metrics.json" for v in VARIANTS if (weights / v / "metrics.json").is_file()), None)
@@ -182,8 +180,7 @@ def main(argv=None) -> int:
         print()
         print(summary)
     print_diversity(weights, args.data, metrics["split"])
-    if args.significance:
-        print_significance(weights, args.data, metrics["split"])
+    print_significance(weights, args.data, metrics["split"])
     return 0
 
 
