@@ -145,7 +145,7 @@ def build_demo(models: ModelSet) -> gr.Blocks:
             try:
                 return show(models.caption(image, models.page_settings(width, length)))
             except (ImageError, SettingsError, Busy) as exc:
-                return show_message(f"Cannot caption this image: {str(exc).rstrip('.')}.", error=True)
+                return show_message(ui.cannot_caption(exc), error=True)
             except Exception:
                 log.exception("captioning failed")
                 return show_message("Something went wrong while captioning this image (the server logged "
@@ -173,7 +173,7 @@ def build_demo(models: ModelSet) -> gr.Blocks:
             try:
                 captions = models.caption(image, models.settings(method, beam_width))
             except (ImageError, SettingsError, Busy) as exc:
-                raise gr.Error(f"Cannot caption this image: {str(exc).rstrip('.')}.", print_exception=False) from None
+                raise gr.Error(ui.cannot_caption(exc), print_exception=False) from None
             return *captions.captions().values(), captions.as_json()
 
         def look_up(text: str):

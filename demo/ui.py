@@ -139,6 +139,11 @@ def _guided_note(result: CaptionResult) -> str:
     return "no confident concept: plain beam"
 
 
+def cannot_caption(reason: Exception | str) -> str:
+    """The one sentence every door shows for an unusable image or setting, or busy models."""
+    return f"Cannot caption this image: {str(reason).rstrip('.')}."
+
+
 def caption_grid_html(captions: CaptionSet | None, message: str = "", error: bool = False, footer: str = "") -> str:
     """Every model's greedy, beam and guided captions in one grid (models down, methods across);
     ``footer``: a line under it (the live tab counts its frames there)."""

@@ -25,6 +25,8 @@ import gradio as gr
 
 from captioning import ImageError
 
+from .ui import cannot_caption
+
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # one photo; also Gradio's upload limit
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the small setting fields
 # Our multipart route carries one photo. Every other body may carry one photo as a base64 data:
@@ -112,7 +114,7 @@ class UploadedImage(gr.Image):
         try:
             return payload_bytes(payload, [self.GRADIO_CACHE])
         except ImageError as exc:
-            raise gr.Error(f"Cannot caption this image: {str(exc).rstrip('.')}.", title="Unusable image",
+            raise gr.Error(cannot_caption(exc), title="Unusable image",
                            print_exception=False) from None
 
 
