@@ -133,14 +133,16 @@ class Captioner:
     def describe_features(self, features: np.ndarray, method: str = "greedy", beam_width: int = 3,
                           max_length: int | None = None, class_probs: np.ndarray | None = None,
                           threshold: float | None = None, margin: float = DEFAULT_MARGIN,
-                          familiarity: FamiliarityResult | None = None) -> CaptionResult:
+                          familiarity: FamiliarityResult | None = None, searched: dict | None = None) -> CaptionResult:
         """Caption of one image's features (feature_dim,).  ``method="guided"`` also takes the
         encoder's ImageNet class probabilities (1000,) (:meth:`ImageEncoder.analyse`); without
         them, or when no concept passes the threshold, it is plain beam search.  The threshold
         is ``threshold`` if given, else :func:`~captioning.guided.concept_threshold` of the
         photo's familiarity: ``familiarity`` if given (a caller that has scored it already),
         else scored here from ``features`` with the captioner's reference (none: the strict
-        threshold).  Greedy and beam ignore all three."""
+        threshold).  Greedy and beam ignore all three.  ``searched``: a dict the caller keeps
+        for one image's features and one beam width and length, so that asking for "beam" and
+        "guided" runs the plain beam search once (guided decoding starts from it)."""
         method, beam_width, max_length = self._check(method, beam_width, max_length)
         started = time.perf_counter()
         if method == "guided":
@@ -148,19 +150,24 @@ class Captioner:
                 familiarity = self.familiarity_of(features)
             if threshold is None:
                 threshold = concept_threshold(familiarity)
-            result = self._guided(features, class_probs, beam_width, max_length, threshold, margin)
+            result = self._guided(features, class_probs, beam_width, max_length, threshold, margin, searched)
             result.familiarity, result.threshold = familiarity, threshold
         elif method == "greedy" or beam_width == 1:
             result = self._result(self.decoder.greedy(features.reshape(1, -1), max_length)[0])
         else:
-            hyps = self.decoder.beam_search(features, beam_width, max_length)
+            searched = {} if searched is None else searched
+            if "plain" not in searched:  # the key guided_caption keeps the plain beam's n-best under
+                searched["plain"] = self.decoder.beam_search(features, beam_width, max_length)
+            hyps = searched["plain"]
             result = self._result(hyps[0])
             self._add_candidates(result, hyps)
         result.seconds = time.perf_counter() - started
         return result
 
-    def _guided(self, features, class_probs, beam_width, max_length, threshold, margin) -> CaptionResult:
-        outcome = guided_caption(self.decoder, features, class_probs, beam_width, max_length, threshold, margin)
+    def _guided(self, features, class_probs, beam_width, max_length, threshold, margin,
+                searched: dict | None = None) -> CaptionResult:
+        outcome = guided_caption(self.decoder, features, class_probs, beam_width, max_length, threshold, margin,
+                                 searched=searched)
         result = self._result(outcome.hyps[0])
         self._add_candidates(result, outcome.hyps)
         result.concepts = [c.word for c in outcome.concepts]

@@ -221,11 +221,17 @@ class ModelSet:
             started = time.perf_counter()
             seen, cached = self._look(image)
             encode_seconds = time.perf_counter() - started
-            results = {name: {method: c.describe_features(seen.features, method, settings.beam_width, settings.max_length,
-                                                          class_probs=seen.class_probs, familiarity=seen.familiarity)
-                              for method in settings.methods}
-                       for name, c in self.decoders.items()}
+            results = {name: self._describe(c, seen, settings) for name, c in self.decoders.items()}
         return CaptionSet(settings, seen, results, encode_seconds, cached)
+
+    @staticmethod
+    def _describe(captioner: Captioner, seen: Seen, settings: Settings) -> dict[str, CaptionResult]:
+        """One decoder's caption by every method of ``settings``; beam and guided share one plain beam search."""
+        searched: dict = {}
+        return {method: captioner.describe_features(seen.features, method, settings.beam_width, settings.max_length,
+                                                    class_probs=seen.class_probs, familiarity=seen.familiarity,
+                                                    searched=searched)
+                for method in settings.methods}
 
     def _look(self, image) -> tuple[Seen, bool]:
         """The encoder's view of ``image`` (features, ImageNet labels, familiarity); repeats of the
