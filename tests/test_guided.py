@@ -200,3 +200,18 @@ def test_fallback_keeps_the_plain_caption_when_the_guided_one_scores_far_worse(r
     assert loose.concepts == ["cat"] and not loose.fallback and "cat" in loose.words
     outcome = guided_caption(captioner.decoder, features, probs, 3, captioner.max_length, margin=np.inf)
     assert per_word_logprob(outcome.hyps[0]) <= per_word_logprob(captioner.decoder.beam_search(features, 3, captioner.max_length)[0])
+
+
+@pytest.mark.parametrize("photo", ["chelsea_cat.jpg", "rocket.jpg", "motorcycle.jpg"])
+def test_beam_and_guided_sharing_one_search_give_the_same_captions(real_captioners, encoder, photo):
+    """describe_features(searched=...) runs the plain beam once for "beam" and "guided" (the page does);
+    the captions, n-best lists and concepts are those of separate calls."""
+    captioner = real_captioners["fasttext"]
+    features, probs = encoder.analyse(DEMO / photo)
+    shared: dict = {}
+    together = [captioner.describe_features(features, m, 3, class_probs=probs, searched=shared) for m in ("beam", "guided")]
+    alone = [captioner.describe_features(features, m, 3, class_probs=probs) for m in ("beam", "guided")]
+    for a, b in zip(together, alone):
+        assert (a.caption, a.candidates, a.concepts, a.rejected_concepts) == (b.caption, b.candidates, b.concepts,
+                                                                               b.rejected_concepts)
+    assert "plain" in shared  # the search was kept, so guided reused it
