@@ -34,11 +34,10 @@ from .encoders import ImageEncoder, load_encoder
 from .familiarity import Familiarity, FamiliarityResult
 from .images import ImageSource
 from .model import WORD_EMBEDDING
-from .vocab import N_SPECIAL
 from .settings import parse_settings
+from .vocab import N_SPECIAL
 
 FAMILIARITY_FILE = "familiarity.h5"  # beside the bundle folders (weights/familiarity.h5)
-TOP_LABELS = 5  # ImageNet labels reported with a guided caption
 
 
 @dataclass
@@ -173,7 +172,7 @@ class Captioner:
         result.concepts = [c.word for c in outcome.concepts]
         result.rejected_concepts = [c.word for c in outcome.rejected]
         result.fallback = not outcome.concepts and bool(outcome.rejected)
-        result.labels = [] if class_probs is None else top_labels(class_probs, TOP_LABELS)
+        result.labels = top_labels(class_probs)
         return result
 
     def caption_features_batch(self, features: np.ndarray, method: str = "greedy", beam_width: int = 3,

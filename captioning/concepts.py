@@ -56,8 +56,15 @@ def load_concept_map(path: str | Path = CONCEPTS_FILE) -> ConceptMap:
                       {w: tuple(s) for w, s in data["synonyms"].items()})
 
 
-def top_labels(probs: np.ndarray, k: int = 5, concept_map: ConceptMap | None = None) -> list[tuple[str, float]]:
-    """The ``k`` most probable ImageNet classes of one image (probs (1000,)): [(name, p)], best first."""
+TOP_LABELS = 5  # ImageNet classes reported as "what the encoder sees"
+
+
+def top_labels(probs: np.ndarray | None, k: int = TOP_LABELS,
+               concept_map: ConceptMap | None = None) -> list[tuple[str, float]]:
+    """The ``k`` most probable ImageNet classes of one image (probs (1000,)): [(name, p)], best first;
+    [] for None (an encoder without a classifier head)."""
+    if probs is None:
+        return []
     names = (concept_map or load_concept_map()).class_names
     best = np.argsort(-np.asarray(probs), kind="stable")[:k]
     return [(names[i], float(probs[i])) for i in best]

@@ -36,7 +36,6 @@ from .admission import Admission
 log = logging.getLogger("demo")
 
 MODELS = (*VARIANTS, ENSEMBLE)  # everything that captions a photo, in the page's and the API's order
-TOP_LABELS = 5  # ImageNet labels shown as "what the encoder sees"
 FEATURE_CACHE_SIZE = 32
 
 WEIGHTS_DIR_ENV = "CAPTION_WEIGHTS_DIR"
@@ -241,7 +240,7 @@ class ModelSet:
             self._seen.move_to_end(key)
             return self._seen[key], True
         features, class_probs = self.encoder.analyse(image)
-        seen = Seen(features, class_probs, [] if class_probs is None else top_labels(class_probs, TOP_LABELS),
+        seen = Seen(features, class_probs, top_labels(class_probs),
                     None if self.familiarity is None else self.familiarity.score(features))
         if key is not None:
             self._seen[key] = seen
