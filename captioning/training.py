@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainSettings:
     epochs: int = 20
-    batch_size: int = 64
-    learning_rate: float = 1e-3
+    batch_size: int = 256  # fewer, bigger steps: an epoch on 2 CPU cores takes about 2/3 of the time it took at 64
+    learning_rate: float = 2e-3  # with 4x the batch of the first recipe (64, 1e-3)
     clipnorm: float = 5.0
     patience: int = 3  # epochs in a row without validation improvement before stopping
     lr_decay: float = 0.2  # after an epoch without improvement: back to the best weights, learning rate x this
@@ -55,7 +55,7 @@ def compile_decoder(model: keras.Model, settings: TrainSettings) -> keras.Model:
     return model
 
 
-def _save_atomic(save, path: Path) -> None:
+def save_atomic(save, path: Path) -> None:
     tmp = path.with_name("tmp-" + path.name)
     save(str(tmp))
     os.replace(tmp, path)
@@ -118,7 +118,7 @@ def fit_decoder(
         log.info("epoch %d: loss %.4f, val_loss %.4f, lr %.1e, %.1f s%s", epoch + 1, loss, val_loss,
                  state["learning_rate"], seconds, " (best)" if improved else "")
         if improved:
-            _save_atomic(model.save_weights, best)
+            save_atomic(model.save_weights, best)
             state.update(best_val_loss=float(val_loss), best_epoch=epoch + 1, wait=0)
         else:
             # Plateau: continue from the best weights with a smaller step.
@@ -126,7 +126,7 @@ def fit_decoder(
             model.load_weights(best)
             state["learning_rate"] = max(settings.min_learning_rate, state["learning_rate"] * settings.lr_decay)
         state["epoch"] = epoch + 1
-        _save_atomic(model.save, last)
+        save_atomic(model.save, last)
         write_json(state_file, state)
         stopped_early = state["wait"] >= settings.patience
 

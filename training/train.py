@@ -5,8 +5,10 @@
 
 Steps: read the corpus -> extract (or reuse cached) image features -> build the
 vocabulary from the training captions -> train word vectors (word2vec/fasttext
-variants, unless --vectors gives a file) -> fit the decoder with early stopping on
-the dev split -> evaluate on the test split -> write the bundle to <out>/<variant>/.
+variants, unless --vectors gives a file) -> stage 1: fit the decoder by cross-entropy
+with early stopping on the dev split -> stage 2: self-critical fine-tuning on CIDEr-D
+(captioning.scst), the epoch kept by dev CIDEr-D -> evaluate both stages on the test
+split -> write the bundle, holding the stage that did better on dev, to <out>/<variant>/.
 
 A run is staged in <out>/.staging-<variant>/ and moved into place only when
 training and evaluation have finished, so an interrupted run never damages the
@@ -29,13 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning.bundle import LOSS_CURVE_FILE, publish, restore_bundle, save_bundle, staging_path, write_json
+from captioning.bundle import (LOSS_CURVE_FILE, Bundle, publish, restore_bundle, save_bundle, staging_path,
+                               write_json)
 from captioning.captioner import Captioner
 from captioning.corpus import Corpus
 from captioning.data import CaptionBatches, encode_captions
 from captioning.embeddings import embedding_matrix, load_vectors, train_vectors
 from captioning.encoders import ImageEncoder, load_encoder
 from captioning.model import DecoderConfig
+from captioning.scst import CiderDReward, ScstData, ScstSettings, fine_tune
 from captioning.text import tokenize
 from captioning.training import TrainSettings, fit_decoder
 from captioning.variants import LABELS, PRETRAINED_VARIANTS, VARIANTS
@@ -74,6 +78,13 @@ def parse_args(argv=None):
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--limit-images", type=int,
                        help="use only the first N train/dev/test images (quick experiments and tests)")
+    scst = parser.add_argument_group("self-critical fine-tuning (stage 2)")
+    scst_defaults = ScstSettings()
+    scst.add_argument("--scst-epochs", type=int, default=scst_defaults.epochs,
+                      help="passes over the training images (0: cross-entropy only; default: %(default)s)")
+    scst.add_argument("--scst-learning-rate", type=float, default=scst_defaults.learning_rate)
+    scst.add_argument("--scst-samples", type=int, default=scst_defaults.samples_per_image,
+                      help="captions sampled per image; each one's baseline is the others' mean reward")
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="weights", help="folder that receives <variant>/ bundles (default: %(default)s)")
     out.add_argument("--runs", default="runs", help="checkpoints of unfinished runs (default: %(default)s)")
@@ -121,22 +132,45 @@ class Trained:
 
 
 def train_variant(variant: str, run: Shared) -> dict:
-    """The recipe: embedding -> train -> stage -> evaluate -> publish.  Returns the timings."""
-    started = time.perf_counter()
+    """The recipe: embedding -> cross-entropy -> (score it) -> SCST -> stage -> evaluate -> publish.
+    Returns the timings of each stage."""
+    clock = Stopwatch()
     matrix, embedding = choose_embedding(variant, run)
     trained = train_decoder(variant, run, embedding, matrix)
-    train_seconds = time.perf_counter() - started
-    staging = stage_bundle(variant, run, embedding, trained, train_seconds)
-    evaluation_started = time.perf_counter()
+    clock.lap("cross_entropy_seconds")
+    cross_entropy_scores = None
+    if not run.args.no_evaluate and run.args.scst_epochs > 0:  # scored now: fine-tuning changes the weights
+        cross_entropy_scores = evaluate_model(variant, trained.model, run)[0]["scores"]
+        clock.lap("evaluate_seconds")
+    scst_history = fine_tune_decoder(variant, run, trained) if run.args.scst_epochs > 0 else None
+    clock.lap("scst_seconds")
+    staging = stage_bundle(variant, run, embedding, trained, clock.seconds["cross_entropy_seconds"], scst_history)
     if not run.args.no_evaluate:
-        evaluate_staged(staging, run)
-    evaluate_seconds = time.perf_counter() - evaluation_started
+        evaluate_staged(staging, run, cross_entropy_scores, scst_history)
+        clock.lap("evaluate_seconds")
     publish_variant(staging, Path(run.args.out) / variant, Path(run.args.runs) / variant)
-    seconds = time.perf_counter() - started
-    log.info("%s: bundle written to %s (%.1f s in all)", variant, Path(run.args.out) / variant, seconds)
-    return {"variant": variant, "seconds": round(seconds, 1), "train_seconds": round(train_seconds, 1),
-            "evaluate_seconds": round(evaluate_seconds, 1), "epochs": len(trained.history["loss"]),
-            "seconds_per_epoch": seconds_per_epoch(trained.history)}
+    log.info("%s: bundle written to %s (%.1f s in all)", variant, Path(run.args.out) / variant, clock.total)
+    return {"variant": variant, "seconds": round(clock.total, 1),
+            **{name: round(value, 1) for name, value in clock.seconds.items()},
+            "epochs": len(trained.history["loss"]), "seconds_per_epoch": seconds_per_epoch(trained.history),
+            "scst_epochs": len(scst_history["epoch_seconds"]) if scst_history else 0}
+
+
+class Stopwatch:
+    """Seconds spent in named stages (a name seen twice adds up), and in all."""
+
+    def __init__(self):
+        self.started = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.started
 
 
 def choose_embedding(variant: str, run: Shared) -> tuple[np.ndarray | None, dict]:
@@ -169,11 +203,38 @@ def train_decoder(variant: str, run: Shared, embedding: dict, matrix: np.ndarray
     return Trained(model, history, decoder, settings, len(train[1]))
 
 
+def scst_data(run: Shared, split: str) -> ScstData:
+    """A split's images, their feature rows and their CIDEr-D reward (the split's references)."""
+    images = run.corpus.split(split)
+    return ScstData(images, run.features[[run.index[im] for im in images]],
+                    CiderDReward(run.corpus.captions_of(images)))
+
+
+def fine_tune_decoder(variant: str, run: Shared, trained: Trained) -> dict:
+    """Stage 2: SCST from the cross-entropy weights (``trained.model`` ends holding the weights
+    with the best dev CIDEr-D, possibly the starting ones).  Returns its history."""
+    args = run.args
+    settings = ScstSettings(epochs=args.scst_epochs, learning_rate=args.scst_learning_rate,
+                            samples_per_image=args.scst_samples, seed=args.seed)
+    log.info("%s: self-critical fine-tuning, %d epochs at learning rate %.0e", variant, settings.epochs,
+             settings.learning_rate)
+    _, history = fine_tune(trained.model, run.vocab, scst_data(run, "train"), scst_data(run, "dev"),
+                           max_length_for(args.max_words), settings, Path(args.runs) / variant / "scst")
+    return {**history, "settings": settings.to_dict()}
+
+
+def shipped_stage(scst_history: dict | None) -> str:
+    """Which stage's weights the bundle holds: SCST's when one of its epochs beat the
+    cross-entropy weights on dev CIDEr-D (its epoch 0), else the cross-entropy ones."""
+    return "scst" if scst_history and scst_history["best_epoch"] > 0 else "cross_entropy"
+
+
 def seconds_per_epoch(history: dict) -> float:
     return round(sum(history["epoch_seconds"]) / len(history["epoch_seconds"]), 1)
 
 
-def bundle_config(variant: str, run: Shared, embedding: dict, trained: Trained, train_seconds: float) -> dict:
+def bundle_config(variant: str, run: Shared, embedding: dict, trained: Trained, train_seconds: float,
+                  scst_history: dict | None = None) -> dict:
     """config.json of the bundle: what was trained, how, on what."""
     args, history, corpus = run.args, trained.history, run.corpus
     return {
@@ -187,6 +248,11 @@ def bundle_config(variant: str, run: Shared, embedding: dict, trained: Trained, 
                      "best_epoch": history["best_epoch"], "seconds": round(train_seconds, 1),
                      "seconds_per_epoch": seconds_per_epoch(history),
                      "best_val_loss": round(min(history["val_loss"]), 4)},
+        "fine_tuning": None if scst_history is None else {
+            "method": "self-critical sequence training, reward CIDEr-D", **scst_history["settings"],
+            "best_epoch": scst_history["best_epoch"], "seconds": round(sum(scst_history["epoch_seconds"]), 1),
+            "dev_cider": [round(x, 4) for x in scst_history["dev_cider"]]},
+        "shipped_stage": shipped_stage(scst_history),
         "data": {"corpus": Path(args.data).name,
                  "captions_file": ", ".join(Path(f).name for f in getattr(args.captions, "files", [args.captions]))
                  if args.captions else "Flickr8k.token.txt", **{f"{s}_images": len(corpus.split(s)) for s in ("train", "dev", "test")},
@@ -195,20 +261,37 @@ def bundle_config(variant: str, run: Shared, embedding: dict, trained: Trained, 
     }
 
 
-def stage_bundle(variant: str, run: Shared, embedding: dict, trained: Trained, train_seconds: float) -> Path:
+def stage_bundle(variant: str, run: Shared, embedding: dict, trained: Trained, train_seconds: float,
+                 scst_history: dict | None = None) -> Path:
     """Write the bundle (and its loss curve) into <out>/.staging-<variant>/; returns that folder."""
     staging = staging_path(Path(run.args.out) / variant)
     shutil.rmtree(staging, ignore_errors=True)  # an earlier run's; main() recovered it first if it was needed
-    save_bundle(staging, trained.model, run.vocab, bundle_config(variant, run, embedding, trained, train_seconds),
-                history=trained.history)
+    config = bundle_config(variant, run, embedding, trained, train_seconds, scst_history)
+    history = {**trained.history, **({"scst": scst_history} if scst_history else {})}
+    save_bundle(staging, trained.model, run.vocab, config, history=history)
     plot_loss_curve(trained.history, staging / LOSS_CURVE_FILE, variant)
     return staging
 
 
-def evaluate_staged(staging: Path, run: Shared) -> None:
-    """Score the staged bundle on the test split: its metrics.json and samples.json."""
+def evaluate_model(variant: str, model, run: Shared) -> tuple[dict, dict]:
+    """(metrics, captions) of a decoder still in memory on the test split."""
+    bundle = Bundle(Path(variant), {"name": variant, "encoder": run.encoder.name,
+                                    "max_length": max_length_for(run.args.max_words)}, run.vocab, model)
+    return evaluate_captioner(Captioner(bundle, run.encoder), run.corpus, run.features, run.index, "test",
+                              run.args.settings)
+
+
+def evaluate_staged(staging: Path, run: Shared, cross_entropy_scores: dict | None = None,
+                    scst_history: dict | None = None) -> None:
+    """Score the staged bundle on the test split: its metrics.json (with both stages' scores when
+    it was fine-tuned) and samples.json."""
     captioner = Captioner.load(staging, encoder=run.encoder)
     metrics, samples = evaluate_captioner(captioner, run.corpus, run.features, run.index, "test", run.args.settings)
+    if scst_history is not None:
+        shipped = shipped_stage(scst_history)
+        metrics["shipped_stage"] = shipped
+        metrics["stages"] = {"cross_entropy": cross_entropy_scores,
+                             "scst": metrics["scores"] if shipped == "scst" else None}
     write_evaluation(staging, metrics, samples)
 
 
@@ -257,8 +340,8 @@ def main(argv=None) -> int:
                "features_seconds": round(feature_seconds, 1), "variants": results, "total_seconds": round(total, 1)}
     write_json(out / SUMMARY_FILE, summary)
     log.info("done: %s", json.dumps(summary))
-    training = feature_seconds + sum(r["train_seconds"] for r in results)
-    log.info("from raw images: %.1f min of training (features + word vectors + decoders), %.1f min in all "
+    training = feature_seconds + sum(r["cross_entropy_seconds"] + r["scst_seconds"] for r in results)
+    log.info("from raw images: %.1f min of training (features + word vectors + both stages), %.1f min in all "
              "with evaluation and saving", training / 60, total / 60)
     return 0
 

@@ -1,0 +1,269 @@
+"""Self-critical sequence training (Rennie et al. 2017): fine-tune a decoder on its own captions,
+rewarded by their CIDEr-D.
+
+Cross-entropy training teaches the next word after a *reference* prefix; at test time the model
+continues its *own* prefix, and it is scored on whole captions.  SCST closes both gaps with
+REINFORCE on the test metric:
+
+    for a minibatch of images:
+        sample k captions per image from the model            (NumPy step decoder, no gradients)
+        reward r = CIDEr-D of each caption against the image's training references
+        advantage a = r - mean reward of the image's other k-1 samples   (the self-critical baseline)
+        loss = -mean over words of a * log p(word | prefix, image)       (one teacher-forced Keras pass)
+
+The baseline makes the update push up the captions better than their siblings and push down
+the worse ones, with no value network.  CIDEr-D is pycocoevalcap's own scorer; its document
+frequencies come from the training split once (not from the minibatch), and ``<end>`` counts as
+a word in both the samples and the references, so a caption that stops mid-phrase ("a dog in
+the <end>") loses the reward of the references' final n-grams.  Frozen embeddings stay frozen
+(the Keras pass trains ``model.trainable_variables`` only), so the embedding comparison stays fair.
+
+Sampling runs with dropout off, and so does the gradient pass: the log-probabilities are those
+of the policy that produced the samples.
+
+Checkpoint folder layout (as in :mod:`captioning.training`; written atomically):
+    last.weights.h5    weights after the latest finished epoch
+    best.weights.h5    weights with the best dev CIDEr-D so far (the epoch-0 weights count too)
+    state.json         epochs done, dev CIDEr-D per epoch, the best epoch, mean reward per epoch
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_refs, cook_test
+
+from .bundle import write_json
+from .decoding import Decoder, StepDecoder, forbid_end_at_first_step
+from .text import END, tokenize
+from .training import save_atomic
+from .vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScstSettings:
+    epochs: int = 3  # passes over the training images; the best by dev CIDEr-D is kept
+    images_per_batch: int = 50  # x samples_per_image captions per gradient step
+    samples_per_image: int = 5  # the baseline of each sample is the mean reward of the other 4
+    learning_rate: float = 5e-5
+    clipnorm: float = 5.0
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Frequencies(dict):
+    """Document frequencies that answer 0 for an n-gram never seen, without storing it
+    (pycocoevalcap indexes a defaultdict, which would grow by every sampled n-gram)."""
+
+    def __missing__(self, ngram) -> float:
+        return 0.0
+
+
+class _FixedIdfCider(CiderScorer):
+    """pycocoevalcap's CIDEr-D with the IDF fixed in advance.  ``compute_cider`` takes the log of
+    the number of images it scores as N; here N and the document frequencies are the whole
+    training split's, so a caption's reward does not depend on which minibatch it is in."""
+
+    def __init__(self, document_frequency: _Frequencies, log_images: float):
+        super().__init__()
+        self.document_frequency = document_frequency
+        self._log_images = log_images
+
+    ref_len = property(lambda self: self._log_images, lambda self, value: None)
+
+
+def _with_end(words: Sequence[str]) -> str:
+    return " ".join([*words, END])
+
+
+class CiderDReward:
+    """CIDEr-D (x10, as reported) of captions against one split's references.
+
+    ``references``: image name -> its reference captions (cleaned text, as in the corpus).
+    Calling it with image names and captions (word lists; ``finished`` says which ended with
+    ``<end>``) returns one reward per caption (n,).
+    """
+
+    def __init__(self, references: Mapping[str, Sequence[str]]):
+        self._cooked = {image: cook_refs([_with_end(tokenize(r)) for r in refs]) for image, refs in references.items()}
+        counter = CiderScorer()
+        counter.crefs = list(self._cooked.values())
+        counter.compute_doc_freq()
+        self._document_frequency = _Frequencies(counter.document_frequency)
+        self._log_images = math.log(len(self._cooked))
+
+    def __call__(self, images: Sequence[str], captions: Sequence[Sequence[str]],
+                 finished: Sequence[bool]) -> np.ndarray:
+        scorer = _FixedIdfCider(self._document_frequency, self._log_images)
+        scorer.crefs = [self._cooked[image] for image in images]
+        scorer.ctest = [cook_test(_with_end(words) if done else " ".join(words))
+                        for words, done in zip(captions, finished)]
+        return np.asarray(scorer.compute_cider(), dtype=np.float64)
+
+
+def sample_captions(decoder: Decoder, features: np.ndarray, samples_per_image: int, max_length: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``samples_per_image`` captions per image (n, feature_dim), drawn word by word from the
+    model's distribution (temperature 1; banned words never; no ``<end>`` first).
+
+    Returns (ids (n * k, T <= max_length) padded with 0 -- ``<end>`` included where a caption
+    finished --, finished (n * k,) bool); rows ``i * k .. i * k + k - 1`` belong to image i."""
+    vocab = decoder.vocab
+    projection = np.repeat(decoder.project_image(features), samples_per_image, axis=0)  # (n * k, units)
+    rows = len(projection)
+    state = decoder.initial_state(rows)
+    ids = np.zeros((rows, max_length), dtype=np.int32)
+    finished = np.zeros(rows, dtype=bool)
+    words = np.full(rows, vocab.start_id)
+    for t in range(max_length):
+        logprobs, state = decoder.step(words, state, projection)  # (rows, vocab)
+        forbid_end_at_first_step(logprobs, t, vocab.end_id)
+        # Inverse CDF, every row at once: the first word whose cumulative probability passes a
+        # uniform draw (a banned word adds nothing to the sum, so it is never the first).
+        cumulative = np.cumsum(np.exp(logprobs), axis=1)  # (rows, vocab)
+        draws = rng.random(rows) * cumulative[:, -1]
+        words = np.minimum((cumulative <= draws[:, None]).sum(axis=1), len(vocab) - 1)
+        ids[~finished, t] = words[~finished]
+        finished |= words == vocab.end_id
+        if finished.all():
+            break
+    longest = int((ids != 0).sum(axis=1).max())
+    return ids[:, :longest], finished
+
+
+def leave_one_out_advantages(rewards: np.ndarray) -> np.ndarray:
+    """(images, k) rewards -> (images, k) advantages: each reward minus the mean of the image's
+    other k - 1 rewards."""
+    k = rewards.shape[1]
+    if k < 2:
+        raise ValueError("the self-critical baseline needs at least 2 samples per image")
+    others = (rewards.sum(axis=1, keepdims=True) - rewards) / (k - 1)
+    return rewards - others
+
+
+def teacher_forcing_arrays(ids: np.ndarray, start_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sampled ids (n, T) (0-padded, ``<end>`` where finished) -> (caption_in, target, weights),
+    each (n, T): the input is ``<start>`` + the sample shifted right, the target the sample."""
+    caption_in = np.zeros_like(ids)
+    caption_in[:, 0] = start_id
+    caption_in[:, 1:] = ids[:, :-1]
+    return caption_in, ids, (ids != 0).astype(np.float32)
+
+
+def make_policy_gradient_step(model: keras.Model, optimizer: keras.optimizers.Optimizer):
+    """A compiled step: (features (n, f), caption_in (n, T), target (n, T), weights (n, T),
+    advantages (n,)) -> loss, applying the gradient of -mean(advantage x log p(target word))
+    over the words of the samples."""
+    import tensorflow as tf
+
+    variables = model.trainable_variables
+
+    @tf.function(reduce_retracing=True)
+    def step(features, caption_in, target, weights, advantages):
+        with tf.GradientTape() as tape:
+            probs = model({"image_features": features, "caption_in": caption_in}, training=False)  # (n, T, V)
+            word_probs = tf.gather(probs, target, batch_dims=2)  # (n, T)
+            log_probs = tf.math.log(tf.maximum(word_probs, 1e-12))
+            loss = -tf.reduce_sum(advantages[:, None] * log_probs * weights) / tf.reduce_sum(weights)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    return step
+
+
+def greedy_captions(decoder: Decoder, features: np.ndarray, max_length: int, batch: int = 500) -> list[list[str]]:
+    """Greedy captions (as word lists) for many images, in batches."""
+    out = []
+    for start in range(0, len(features), batch):
+        out += [[decoder.vocab.words[i] for i in hyp.ids] for hyp in decoder.greedy(features[start:start + batch],
+                                                                                       max_length)]
+    return out
+
+
+@dataclass
+class ScstData:
+    """One split for SCST: image names, their feature rows (n, feature_dim), their reward."""
+
+    images: list[str]
+    features: np.ndarray
+    reward: CiderDReward
+
+
+def dev_cider(model: keras.Model, vocab: Vocabulary, dev: ScstData, max_length: int) -> float:
+    """Corpus CIDEr-D of greedy captions on the dev split (its own document frequencies)."""
+    captions = greedy_captions(StepDecoder(model, vocab), dev.features, max_length)
+    return float(np.mean(dev.reward(dev.images, captions, [True] * len(captions))))
+
+
+def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstData, max_length: int,
+              settings: ScstSettings, checkpoint_dir: str | Path) -> tuple[keras.Model, dict]:
+    """SCST from the model's current (cross-entropy) weights; resumes a checkpoint in
+    ``checkpoint_dir``.  Returns the model holding the best weights by dev CIDEr-D (possibly the
+    starting ones: epoch 0) and the history ``{"dev_cider": [epoch 0, 1, ...], "mean_reward": [...],
+    "epoch_seconds": [...], "best_epoch": n}``."""
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    last, best, state_file = (checkpoint_dir / n for n in ("last.weights.h5", "best.weights.h5", "state.json"))
+    state = json.loads(state_file.read_text()) if state_file.is_file() and last.is_file() else None
+    if state is not None and state.get("settings") != settings.to_dict():
+        log.warning("%s holds an SCST checkpoint with other settings; starting afresh", checkpoint_dir)
+        state = None
+    if state is not None:
+        model.load_weights(last)
+        log.info("SCST: resuming after epoch %d (best dev CIDEr-D %.4f)", state["epoch"], max(state["dev_cider"]))
+    else:
+        state = {"settings": settings.to_dict(), "epoch": 0, "best_epoch": 0, "mean_reward": [], "epoch_seconds": [],
+                 "dev_cider": [dev_cider(model, vocab, dev, max_length)]}
+        save_atomic(model.save_weights, best)
+        log.info("SCST: dev CIDEr-D %.4f before fine-tuning", state["dev_cider"][0])
+
+    optimizer = keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clipnorm)
+    step = make_policy_gradient_step(model, optimizer)
+    k, per_batch = settings.samples_per_image, settings.images_per_batch
+    while state["epoch"] < settings.epochs:
+        epoch = state["epoch"]
+        rng = np.random.default_rng([settings.seed, epoch])  # a resumed epoch draws what it would have
+        started = time.perf_counter()
+        order = rng.permutation(len(train.images))
+        decoder, rewards = StepDecoder(model, vocab), []
+        for start in range(0, len(order), per_batch):
+            members = order[start:start + per_batch]
+            features = train.features[members]  # (b, f)
+            ids, finished = sample_captions(decoder, features, k, max_length, rng)  # (b * k, T)
+            words = [[vocab.words[i] for i in row if i not in (0, vocab.end_id)] for row in ids]
+            images = [train.images[m] for m in members for _ in range(k)]
+            reward = train.reward(images, words, finished).reshape(len(members), k)
+            advantages = leave_one_out_advantages(reward).reshape(-1).astype(np.float32)
+            caption_in, target, weights = teacher_forcing_arrays(ids, vocab.start_id)
+            step(np.repeat(features, k, axis=0).astype(np.float32), caption_in, target, weights, advantages)
+            decoder = StepDecoder(model, vocab)  # the sampler follows the updated weights
+            rewards.append(reward.mean())
+        score = dev_cider(model, vocab, dev, max_length)
+        seconds = time.perf_counter() - started
+        state["dev_cider"].append(score)
+        state["mean_reward"].append(float(np.mean(rewards)))
+        state["epoch_seconds"].append(round(seconds, 2))
+        improved = score > max(state["dev_cider"][:-1])
+        log.info("SCST epoch %d: mean sample reward %.4f, dev CIDEr-D %.4f, %.1f s%s", epoch + 1,
+                 state["mean_reward"][-1], score, seconds, " (best)" if improved else "")
+        if improved:
+            save_atomic(model.save_weights, best)
+            state["best_epoch"] = epoch + 1
+        state["epoch"] = epoch + 1
+        save_atomic(model.save_weights, last)
+        write_json(state_file, state)
+
+    model.load_weights(best)
+    return model, {key: state[key] for key in ("dev_cider", "mean_reward", "epoch_seconds", "best_epoch")}

@@ -1,0 +1,202 @@
+"""Self-critical sequence training (captioning.scst): the reward is pycocoevalcap's CIDEr-D, the
+baseline is the mean of the other samples, sampling follows the model, and fine-tuning a tiny
+model raises the reward of its own captions."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+from captioning.decoding import StepDecoder
+from captioning.model import DecoderConfig, build_decoder
+from captioning.scst import (CiderDReward, ScstData, ScstSettings, fine_tune, leave_one_out_advantages,
+                             make_policy_gradient_step, sample_captions, teacher_forcing_arrays)
+from captioning.text import END
+from captioning.vocab import Vocabulary
+
+REFERENCES = {
+    "dog.jpg": ["a black dog runs on the grass", "a dog running through grass", "the black dog is running",
+                "a dog runs outside", "a black dog plays on a lawn"],
+    "boat.jpg": ["a red boat on the lake", "a boat floats on calm water", "a small red boat",
+                 "people in a boat on a lake", "a boat on the water"],
+    "man.jpg": ["a man rides a bike down a street", "a cyclist on a city street", "a man on a bicycle",
+                "a person riding a bike", "a man cycles down the road"],
+}
+
+
+def test_reward_is_the_coco_scorer_cider_d_with_end_tokens():
+    """Scoring every image of the split at once, the reward equals pycocoevalcap's own CIDEr-D
+    (its IDF then comes from the same references) with ``<end>`` appended on both sides."""
+    images = list(REFERENCES)
+    captions = [["a", "black", "dog", "runs"], ["a", "red", "boat", "on", "water"], ["a", "man", "on", "a", "bike"]]
+    reward = CiderDReward(REFERENCES)(images, captions, [True] * 3)
+
+    scorer = CiderScorer()
+    for image, words in zip(images, captions):
+        scorer += (" ".join(words + [END]), [f"{r} {END}" for r in REFERENCES[image]])
+    _, expected = scorer.compute_score()
+    np.testing.assert_allclose(reward, expected, rtol=1e-12)
+
+
+def test_reward_does_not_depend_on_the_minibatch():
+    reward = CiderDReward(REFERENCES)
+    caption = ["a", "dog", "runs", "on", "the", "grass"]
+    alone = reward(["dog.jpg"], [caption], [True])
+    in_a_batch = reward(["boat.jpg", "dog.jpg", "man.jpg"], [["a", "boat"], caption, ["a", "man"]], [True] * 3)
+    assert alone[0] == pytest.approx(in_a_batch[1], rel=1e-12)
+
+
+def test_reward_ranks_captions_and_rewards_finishing():
+    reward = CiderDReward(REFERENCES)
+    good, wrong = ["a", "black", "dog", "runs", "on", "the", "grass"], ["a", "red", "boat", "on", "the", "lake"]
+    scores = reward(["dog.jpg", "dog.jpg", "dog.jpg"], [good, wrong, good], [True, True, False])
+    assert scores[0] > 1.0 > scores[1]
+    assert scores[0] > scores[2]  # the same words, cut off before <end>: "grass <end>" no longer matches
+
+
+def test_leave_one_out_baseline():
+    rewards = np.array([[1.0, 2.0, 3.0, 6.0], [0.5, 0.5, 0.5, 0.5]])
+    advantages = leave_one_out_advantages(rewards)
+    assert advantages[0, 0] == pytest.approx(1.0 - (2 + 3 + 6) / 3)
+    assert advantages[0, 3] == pytest.approx(6.0 - 2.0)
+    np.testing.assert_allclose(advantages.sum(axis=1), 0.0, atol=1e-12)  # the baseline only redistributes
+    np.testing.assert_array_equal(advantages[1], 0.0)  # equally good samples: nothing to learn
+    with pytest.raises(ValueError, match="at least 2"):
+        leave_one_out_advantages(np.ones((3, 1)))
+
+
+def test_teacher_forcing_arrays_shift_the_sample():
+    ids = np.array([[7, 8, 3, 0, 0], [9, 9, 9, 9, 9]])  # finished with <end> (3); cut off at max length
+    caption_in, target, weights = teacher_forcing_arrays(ids, start_id=2)
+    np.testing.assert_array_equal(caption_in, [[2, 7, 8, 3, 0], [2, 9, 9, 9, 9]])
+    np.testing.assert_array_equal(target, ids)
+    np.testing.assert_array_equal(weights, [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+
+
+def _tiny(vocab_words=("a", "dog", "boat", "runs", "on", "grass", "water"), seed=0):
+    keras.utils.set_random_seed(seed)
+    vocab = Vocabulary(["<pad>", "<unk>", "<start>", "<end>", *vocab_words])
+    model = build_decoder(DecoderConfig(vocab_size=len(vocab), feature_dim=6, embedding_dim=8, units=16, dropout=0.0))
+    return vocab, model
+
+
+def test_samples_have_the_right_shape_and_follow_the_model():
+    vocab, model = _tiny()
+    decoder = StepDecoder(model, vocab)
+    features = np.random.default_rng(1).random((3, 6)).astype(np.float32)
+    ids, finished = sample_captions(decoder, features, 4, max_length=6, rng=np.random.default_rng(0))
+    assert ids.shape[0] == 12 and ids.shape[1] <= 6
+    assert not np.isin(ids, [vocab.unk_id, vocab.start_id]).any()
+    assert (ids[:, 0] != vocab.end_id).all() and (ids[:, 0] != 0).all()
+    for row, done in zip(ids, finished):
+        words = row[row != 0]
+        assert (row[:len(words)] != 0).all()  # padding only after the caption
+        assert done == (words[-1] == vocab.end_id) and (words[:-1] != vocab.end_id).all()
+
+    # The first word's frequencies over many samples match the model's own distribution.
+    one = features[:1]
+    logprobs, _ = decoder.step(np.array([vocab.start_id]), decoder.initial_state(1), decoder.project_image(one))
+    logprobs[0, vocab.end_id] = -np.inf
+    expected = np.exp(logprobs[0]) / np.exp(logprobs[0]).sum()
+    first, _ = sample_captions(decoder, one, 20_000, max_length=1, rng=np.random.default_rng(2))
+    observed = np.bincount(first[:, 0], minlength=len(vocab)) / len(first)
+    np.testing.assert_allclose(observed, expected, atol=0.015)
+
+
+def test_policy_gradient_step_follows_the_sign_of_the_advantage():
+    vocab, model = _tiny()
+    features = np.ones((1, 6), dtype=np.float32)
+    ids = np.array([[vocab.index["dog"], vocab.index["runs"], vocab.end_id]])
+    caption_in, target, weights = teacher_forcing_arrays(ids, vocab.start_id)
+
+    def logprob():
+        probs = model({"image_features": features, "caption_in": caption_in}, training=False).numpy()
+        return float(np.log(probs[0, np.arange(3), target[0]]).sum())
+
+    step = make_policy_gradient_step(model, keras.optimizers.SGD(0.5))
+    before = logprob()
+    step(features, caption_in, target, weights, np.array([1.0], dtype=np.float32))
+    raised = logprob()
+    step(features, caption_in, target, weights, np.array([-1.0], dtype=np.float32))
+    step(features, caption_in, target, weights, np.array([-1.0], dtype=np.float32))
+    assert raised > before + 0.01
+    assert logprob() < raised - 0.01
+
+
+def test_frozen_embeddings_stay_frozen():
+    keras.utils.set_random_seed(0)
+    vocab = Vocabulary(["<pad>", "<unk>", "<start>", "<end>", "a", "dog"])
+    config = DecoderConfig(vocab_size=len(vocab), feature_dim=4, embedding_dim=4, units=8, dropout=0.0,
+                           embedding_trainable=False)
+    model = build_decoder(config, np.random.default_rng(0).random((len(vocab), 4)).astype(np.float32))
+    table = model.get_layer("word_embedding").get_weights()[0].copy()
+    ids = np.array([[4, 5, 3]])
+    caption_in, target, weights = teacher_forcing_arrays(ids, vocab.start_id)
+    make_policy_gradient_step(model, keras.optimizers.SGD(1.0))(
+        np.ones((1, 4), np.float32), caption_in, target, weights, np.array([1.0], np.float32))
+    np.testing.assert_array_equal(model.get_layer("word_embedding").get_weights()[0], table)
+
+
+@pytest.fixture(scope="module")
+def toy_corpus():
+    """Twelve 'images' (random feature vectors), each with five references about one of three
+    subjects, and a tiny untrained decoder: enough for the reward to be learnable in seconds."""
+    rng = np.random.default_rng(0)
+    subjects = {0: ["a dog runs on the grass", "a dog on grass", "the dog runs", "a dog runs", "dog on the grass"],
+                1: ["a boat on the water", "a boat on water", "the boat on the water", "a boat", "boat on water"],
+                2: ["a man rides a bike", "a man on a bike", "the man rides", "a man rides", "man on a bike"]}
+    images = [f"im{i}.jpg" for i in range(12)]
+    centres = rng.normal(size=(3, 6))
+    features = np.stack([centres[i % 3] + 0.1 * rng.normal(size=6) for i in range(12)]).astype(np.float32)
+    references = {im: subjects[i % 3] for i, im in enumerate(images)}
+    words = sorted({w for caps in subjects.values() for c in caps for w in c.split()})
+    return images, features, references, words
+
+
+def test_fine_tuning_raises_the_reward_and_keeps_the_best_epoch(toy_corpus, tmp_path):
+    images, features, references, words = toy_corpus
+    vocab, model = _tiny(words)
+    data = ScstData(images, features, CiderDReward(references))
+    settings = ScstSettings(epochs=12, images_per_batch=4, samples_per_image=5, learning_rate=3e-2)
+    tuned, history = fine_tune(model, vocab, data, data, max_length=7, settings=settings, checkpoint_dir=tmp_path)
+
+    assert len(history["dev_cider"]) == 13 and len(history["mean_reward"]) == 12
+    assert np.mean(history["mean_reward"][-3:]) > np.mean(history["mean_reward"][:3]) + 0.3
+    assert history["best_epoch"] > 0 and max(history["dev_cider"]) > history["dev_cider"][0] + 0.5
+    assert history["dev_cider"][history["best_epoch"]] == max(history["dev_cider"])
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["epoch"] == 12 and state["best_epoch"] == history["best_epoch"]
+
+
+def test_fine_tuning_resumes_after_an_interruption(toy_corpus, tmp_path, monkeypatch):
+    import captioning.scst as scst
+
+    images, features, references, words = toy_corpus
+    data = ScstData(images, features, CiderDReward(references))
+    settings = ScstSettings(epochs=3, images_per_batch=4, learning_rate=1e-2)
+    real_dev_cider, calls = scst.dev_cider, []
+
+    def dev_cider_then_crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # before fine-tuning, after epoch 1, then dies in epoch 2's scoring
+            raise KeyboardInterrupt
+        return real_dev_cider(*args, **kwargs)
+
+    monkeypatch.setattr(scst, "dev_cider", dev_cider_then_crash)
+    vocab, model = _tiny(words)
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(model, vocab, data, data, 7, settings, tmp_path)
+    assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 1
+
+    monkeypatch.setattr(scst, "dev_cider", real_dev_cider)
+    epochs_run = []
+    monkeypatch.setattr(scst, "leave_one_out_advantages",
+                        lambda r: (epochs_run.append(1), leave_one_out_advantages(r))[1])
+    vocab, model = _tiny(words, seed=5)  # a fresh model: the checkpoint's weights are loaded into it
+    _, history = fine_tune(model, vocab, data, data, 7, settings, tmp_path)
+    assert len(history["mean_reward"]) == 3 and len(history["dev_cider"]) == 4
+    assert len(epochs_run) == 2 * 3  # epochs 2 and 3 only, three minibatches each
