@@ -118,6 +118,10 @@ def build_demo(models: ModelSet) -> gr.Blocks:
                 gr.Dataframe(value=rows, headers=headers, label="Test-set scores (higher is better)",
                              interactive=False, elem_id="results")
                 gr.Plot(ui.loss_figure(models), label="Loss per epoch", show_label=False, elem_id="loss-curves")
+                gr.Markdown(ui.seeds_markdown(models), elem_id="seeds", elem_classes="scores")
+                seeds_plot = ui.seeds_figure(models)
+                if seeds_plot is not None:
+                    gr.Plot(seeds_plot, label="Scores across seeds", show_label=False, elem_id="seed-scores")
 
         # The public `caption` endpoint for API clients: (image, method, beam_width) -> three captions,
         # then the details. Its components are hidden; the page itself shows every method at once.

@@ -3,9 +3,11 @@
 The corpus scores of two systems captioning the same test images are paired: an easy image is
 easy for both.  Resampling the *images* with replacement (the same resample for both systems)
 and recomputing both corpus scores on every resample gives the sampling distribution of the
-difference (Koehn 2004; Efron & Tibshirani 1993).  This covers the uncertainty that comes from
-the choice of test images only, not the one from training (seeds), which needs several
-trained models per variant.
+difference (Koehn 2004; Efron & Tibshirani 1993).  :func:`paired_bootstrap` covers the
+uncertainty that comes from the choice of test images only, not the one from training (seeds);
+:func:`seed_bootstrap` covers both, from several trained models (seeds) per system: each resample
+draws the test images (paired) and, per system, its runs, and compares the means over the drawn
+runs.
 
 Per-image statistics (:class:`ImageStats`) are what makes the corpus score recomputable:
 
@@ -27,6 +29,7 @@ Both sides are PTB-tokenized first, as in :func:`captioning.evaluation.coco_scor
     b = image_statistics(predictions_b, references)          # same images, same order
     result = paired_bootstrap(a, b, resamples=10_000, seed=0)
     result["CIDEr"].difference, result["CIDEr"].low, result["CIDEr"].high, result["CIDEr"].p_value
+    across = seed_bootstrap([a_seed0, a_seed1, a_seed2], [b_seed0, b_seed1, b_seed2])   # same Comparison type
 """
 
 from __future__ import annotations
@@ -236,16 +239,82 @@ def pairwise_table(systems: Mapping[str, ImageStats], resamples: int = 10_000, s
     """A Markdown table: for each pair of systems (in the given order, first minus second),
     the CIDEr-D and BLEU-4 differences with their bootstrap interval and p-value."""
     names = list(systems)
+    rows = [(first, second, paired_bootstrap(systems[first], systems[second], resamples, seed, confidence))
+            for i, first in enumerate(names) for second in names[i + 1:]]
+    return comparison_table(rows, label, confidence)
+
+
+# -- across training seeds -------------------------------------------------------------------
+def seed_bootstrap(a: Sequence[ImageStats], b: Sequence[ImageStats], resamples: int = 10_000, seed: int = 0,
+                   confidence: float = 0.95, chunk: int = 1000) -> dict[str, Comparison]:
+    """Mean score over the training runs (seeds) of system ``a`` minus that of ``b``, for CIDEr(-D)
+    and BLEU-4, with a bootstrap over test images *and* seeds: every resample draws n test images
+    with replacement (the same draw for both systems: paired) and, independently for each system,
+    as many of its runs as it has, with replacement; the statistic is the difference of the two
+    means over the drawn runs of their corpus scores on the drawn images.  So the interval covers
+    both the choice of test images and the run-to-run variation of training (which a single run
+    per system cannot show); with one run per system it is :func:`paired_bootstrap` (the image
+    draws use the same generator; the run draws a separate one, seeded from ``seed``).  Every run
+    must cover the same images (paired by id).  ``Comparison.a``/``.b`` are the mean corpus scores
+    over the runs."""
+    if not a or not b:
+        raise ValueError("need at least one run of each system")
+    if resamples < 1 or not 0 < confidence < 1:
+        raise ValueError("need resamples >= 1 and 0 < confidence < 1")
+    first = a[0]
+    runs = [first, *(_aligned(first, s) for s in (*a[1:], *b))]
+    ka, kb, n = len(a), len(b), len(first)
+    width = _columns(first).shape[1]
+    table = np.hstack([_columns(s) for s in runs])  # (n, width * (ka + kb))
+    image_rng = np.random.default_rng(seed)
+    run_rng = np.random.default_rng([seed, 1])
+    diffs = {m: [] for m in METRICS}
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        counts = resample_counts(n, size, image_rng).astype(float)
+        scores = _scores((counts @ table).reshape(size, ka + kb, width), n)  # metric -> (size, ka + kb)
+        pick_a = run_rng.integers(0, ka, size=(size, ka))
+        pick_b = ka + run_rng.integers(0, kb, size=(size, kb))
+        for m in METRICS:
+            diffs[m].append(np.take_along_axis(scores[m], pick_a, 1).mean(1)
+                            - np.take_along_axis(scores[m], pick_b, 1).mean(1))
+    observed = [s.corpus() for s in runs]
+    alpha = (1 - confidence) / 2
+    out = {}
+    for m in METRICS:
+        mean_a = float(np.mean([o[m] for o in observed[:ka]]))
+        mean_b = float(np.mean([o[m] for o in observed[ka:]]))
+        d = np.concatenate(diffs[m])
+        low, high = np.quantile(d, [alpha, 1 - alpha])
+        below = (np.count_nonzero(d <= 0) + 1) / (resamples + 1)
+        above = (np.count_nonzero(d >= 0) + 1) / (resamples + 1)
+        out[m] = Comparison(metric=m, a=mean_a, b=mean_b, difference=mean_a - mean_b, low=float(low),
+                            high=float(high), p_value=float(min(1.0, 2 * min(below, above))),
+                            confidence=confidence, resamples=resamples)
+    return out
+
+
+def seed_pairwise(systems: Mapping[str, Sequence[ImageStats]], resamples: int = 10_000, seed: int = 0,
+                  confidence: float = 0.95) -> list[tuple[str, str, dict[str, Comparison]]]:
+    """:func:`seed_bootstrap` for each pair of systems (in the given order, first minus second);
+    ``systems``: name -> its runs' statistics."""
+    names = list(systems)
+    return [(first, second, seed_bootstrap(systems[first], systems[second], resamples, seed, confidence))
+            for i, first in enumerate(names) for second in names[i + 1:]]
+
+
+def comparison_table(rows: Sequence[tuple[str, str, Mapping[str, Comparison]]], label: str = "",
+                     confidence: float = 0.95) -> str:
+    """A Markdown table of (first, second, {metric: Comparison}) rows: the CIDEr-D and BLEU-4
+    differences with their interval, p-value and whether the interval excludes 0."""
     pct = f"{confidence:.0%}"
     lines = [f"| {label or 'comparison'} | ΔCIDEr-D [{pct} CI] | p | excl. 0 | ΔBLEU-4 [{pct} CI] | p | excl. 0 |",
              "|---|---|---|---|---|---|---|"]
-    for i, first in enumerate(names):
-        for second in names[i + 1:]:
-            r = paired_bootstrap(systems[first], systems[second], resamples, seed, confidence)
-            cells = []
-            for m in METRICS:
-                c = r[m]
-                cells += [f"{c.difference:+.3f} [{c.low:+.3f}, {c.high:+.3f}]", f"{c.p_value:.3f}",
-                          "yes" if c.excludes_zero else "no"]
-            lines.append(f"| {first} − {second} | " + " | ".join(cells) + " |")
+    for first, second, result in rows:
+        cells = []
+        for m in METRICS:
+            c = result[m]
+            cells += [f"{c.difference:+.3f} [{c.low:+.3f}, {c.high:+.3f}]", f"{c.p_value:.3f}",
+                      "yes" if c.excludes_zero else "no"]
+        lines.append(f"| {first} − {second} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -12,9 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from captioning import CaptionResult
+from captioning.seed_runs import (SEED_RUNS_FILE, STAGE_LABELS, comparison_label, main_setting, markdown_table,
+                                  read_seed_runs, runs_of, seeds_rows, stored_comparisons, variants_of)
 from captioning.settings import METHODS
+from captioning.significance import comparison_table
 
-from captioning.variants import LABELS, SHORT_LABELS
+from captioning.variants import LABELS, SHORT_LABELS, VARIANTS
 from captioning.vocab import N_SPECIAL
 
 from .models import CaptionSet, ModelSet, Seen
@@ -228,15 +231,31 @@ def metrics_markdown(metrics: dict) -> str:
 TABLE_METRICS = ("BLEU-4", "METEOR", "CIDEr", "ROUGE-L", "BLEU-1", "BLEU-2", "BLEU-3")
 
 
+def _stages(metrics: dict) -> list[tuple[str, dict]]:
+    """(stage label, scores by setting) of one model's metrics.json: both training stages when it
+    records them (the shipped one marked), else its scores, labelled with the stage they are."""
+    if not metrics:
+        return []
+    shipped = metrics.get("shipped_stage", "cross_entropy")
+    stages = metrics.get("stages")
+    if not stages:
+        return [(STAGE_LABELS.get(shipped, shipped), metrics.get("scores") or {})]
+    return [(label + (" (shipped)" if stage == shipped else ""), stages[stage])
+            for stage, label in STAGE_LABELS.items() if stages.get(stage)]
+
+
 def results_table(models: ModelSet) -> tuple[list[str], list[list]]:
-    """(headers, rows) of every model's scores under every decoding setting, for the About tab."""
-    headers = ["model", "decoding", *TABLE_METRICS, "words used", "mean length"]
+    """(headers, rows) of every model's scores under every decoding setting, for the About tab:
+    both training stages of each model (cross-entropy, then SCST), the shipped one marked."""
+    headers = ["model", "stage", "decoding", *TABLE_METRICS, "words used", "mean length"]
     rows = []
     for name, metrics in models.test_scores().items():
-        for setting, scores in ((metrics or {}).get("scores") or {}).items():
-            rows.append([SHORT_LABELS[name], SETTING_LABELS.get(setting, setting),
-                         *[_fixed(scores.get(m), 3) for m in TABLE_METRICS],
-                         _fixed(scores.get("vocabulary_used"), 0), _fixed(scores.get("mean_length"), 1)])
+        stages = _stages(metrics) if name in VARIANTS else [("the shipped models", (metrics or {}).get("scores") or {})]
+        for stage, by_setting in stages:
+            for setting, scores in by_setting.items():
+                rows.append([SHORT_LABELS[name], stage, SETTING_LABELS.get(setting, setting),
+                             *[_fixed(scores.get(m), 3) for m in TABLE_METRICS],
+                             _fixed(scores.get("vocabulary_used"), 0), _fixed(scores.get("mean_length"), 1)])
     return headers, rows
 
 
@@ -245,7 +264,7 @@ def _fixed(value, digits: int) -> str:
 
 
 def variant_markdown(name: str, config: dict) -> str:
-    """What one model variant is, from its config.json."""
+    """What one model variant is and how it was trained, stage by stage, from its config.json."""
     emb = config.get("embedding") or {}
     training = config.get("training") or {}
     decoder = config.get("decoder") or {}
@@ -256,11 +275,24 @@ def variant_markdown(name: str, config: dict) -> str:
         f"**{LABELS.get(name, name)}** (`weights/{name}/`)",
         f"- word vectors: {emb.get('source', '?')}; {emb.get('dim', '?')} dimensions, {frozen}",
         f"- vocabulary: {decoder.get('vocab_size', '?')} words; LSTM of {decoder.get('units', '?')} units",
-        f"- trained on {data.get('train_captions', '?')} captions of {data.get('train_images', '?')} images: "
+        f"- cross-entropy on {data.get('train_captions', '?')} captions of {data.get('train_images', '?')} images: "
         f"{training.get('epochs_run', '?')} epochs (best {training.get('best_epoch', '?')}, "
         f"validation loss {training.get('best_val_loss', '?')})"
         + (f", {_duration(seconds)}" if isinstance(seconds, (int, float)) else ""),
     ]
+    fine_tuning = config.get("fine_tuning")
+    if fine_tuning:
+        dev = fine_tuning.get("dev_cider") or []
+        best = fine_tuning.get("best_epoch", 0)
+        progress = f", dev CIDEr-D {dev[0]:.3f} → {dev[best]:.3f}" if len(dev) > best else ""
+        spent = fine_tuning.get("seconds")
+        lines.append(f"- self-critical fine-tuning (reward CIDEr-D): {max(len(dev) - 1, 0)} epochs (best {best}"
+                     f"{progress})" + (f", {_duration(spent)}" if isinstance(spent, (int, float)) else ""))
+    shipped = config.get("shipped_stage")
+    if shipped == "scst":
+        lines.append("- ships the fine-tuned (SCST) weights")
+    elif fine_tuning:
+        lines.append("- ships the cross-entropy weights: no SCST epoch beat them on dev CIDEr-D")
     return "\n".join(lines)
 
 
@@ -297,6 +329,16 @@ familiar the photo is to the training photos.
 """
 
 
+TRAINING_STAGES = """
+
+**Training, in two stages.** First *cross-entropy*: the decoder learns to predict each next word
+of the reference captions (teacher forcing), stopped early on the dev split's loss. Then
+*self-critical sequence training* (SCST, Rennie et al. 2017): the model captions training photos
+itself, several samples each, and is pushed towards the samples that score a higher CIDEr-D
+against the references than its other samples. Each model ships the stage that scored higher
+CIDEr-D on the dev split; the table below scores both on the test split."""
+
+
 def about_intro(models: ModelSet) -> str:
     config = models.captioners["learned"].config
     data = config.get("data") or {}
@@ -305,7 +347,79 @@ def about_intro(models: ModelSet) -> str:
                f"training images ({data.get('train_captions', '?')} captions)")
     if metrics.get("images"):
         trained += f" and scored on {metrics['images']} {metrics.get('split', 'test')} images"
-    return ABOUT_INTRO + trained + ", with the image encoder " + str(config.get("encoder", "?")) + "."
+    staged = any(c.config.get("fine_tuning") for c in models.captioners.values())
+    return (ABOUT_INTRO + trained + ", with the image encoder " + str(config.get("encoder", "?")) + "."
+            + (TRAINING_STAGES if staged else ""))
+
+
+# -- across training seeds -------------------------------------------------------------------
+def seed_results(models: ModelSet) -> dict | None:
+    """The multi-seed results beside the models (weights/seed_runs.json, training.seeds); None
+    when there are none (or the file is unreadable)."""
+    source = getattr(models, "source", None)
+    if source is None:
+        return None
+    try:
+        results = read_seed_runs(source)
+    except (ValueError, OSError):
+        return None
+    return results if results and results["runs"] else None
+
+
+def seeds_markdown(models: ModelSet) -> str:
+    """Mean ± standard deviation over training seeds, and the variants compared across seeds and
+    test images; or a line saying there are no multi-seed results."""
+    results = seed_results(models)
+    if results is None:
+        return (f"### Across training seeds\n*No multi-seed results here (`{SEED_RUNS_FILE}`, written by "
+                "`python -m training.seeds`): the scores above come from one training run per model, so they "
+                "do not show how much a retrain with another seed would change them.*")
+    setting = main_setting(results)
+    label = SETTING_LABELS.get(setting, setting)
+    parts = [f"### Across training seeds\nEach model trained with the same recipe and several seeds (seed 0 is "
+             f"the shipped one), {label}, {len(results['images'])} {results['split']} images: mean ± standard "
+             "deviation over the seeds.", markdown_table(*seeds_rows(results, setting))]
+    comparisons = stored_comparisons(results)
+    if comparisons:
+        sig = results["significance"]
+        parts += [f"Differences between the models (first minus second), with a {sig['confidence']:.0%} interval "
+                  "from a bootstrap over both the test images and the seeds: a difference is significant when "
+                  "its interval excludes 0.",
+                  comparison_table(comparisons, comparison_label(results), sig["confidence"])]
+    return "\n\n".join(parts)
+
+
+def seeds_figure(models: ModelSet):
+    """BLEU-4 and CIDEr of every seed of every model (points; the shipped seed a star) with the mean
+    ± standard deviation over seeds (error bars); None without multi-seed results."""
+    results = seed_results(models)
+    if results is None:
+        return None
+    setting = main_setting(results)
+    fig = _figure(6.4, 3.2)
+    axes = fig.subplots(1, 2)
+    colours = {"learned": "tab:blue", "fasttext": "tab:orange", "word2vec": "tab:green"}
+    variants = variants_of(results)
+    for ax, metric in zip(axes, ("BLEU-4", "CIDEr")):
+        for x, name in enumerate(variants):
+            runs = [r for r in runs_of(results, name) if setting in r["scores"]]
+            values = np.array([r["scores"][setting][metric] for r in runs], dtype=float)
+            if not len(values):
+                continue
+            offsets = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+            colour = colours.get(name, "tab:grey")
+            for offset, value, run in zip(offsets, values, runs):
+                ax.plot(x + offset, value, marker="*" if run.get("shipped_bundle") else "o",
+                        ms=9 if run.get("shipped_bundle") else 5, color=colour, alpha=0.6, linestyle="none")
+            sd = values.std(ddof=1) if len(values) > 1 else 0.0
+            ax.errorbar(x + 0.3, values.mean(), yerr=sd, fmt="s", color=colour, ms=6, capsize=5, elinewidth=1.5)
+        ax.set_xticks(range(len(variants)), [SHORT_LABELS.get(v, v) for v in variants], fontsize=8)
+        ax.set_xlim(-0.5, len(variants) - 0.3)
+        ax.set_title(f"{metric}, {SETTING_LABELS.get(setting, setting)}", fontsize=10)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Each seed (dots; star: the shipped model) and mean ± sd over seeds (squares, bars)", fontsize=8)
+    return fig
 
 
 # -- plots --------------------------------------------------------------------------------

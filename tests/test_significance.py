@@ -1,12 +1,12 @@
-"""captioning.significance: the paired bootstrap over test images."""
+"""captioning.significance: the paired bootstrap over test images, and the one across seeds and images."""
 
 import time
 
 import numpy as np
 import pytest
 
-from captioning.significance import (ImageStats, corpus_bleu, paired_bootstrap, pairwise_table,
-                                     resample_counts, statistics_from_tokenized)
+from captioning.significance import (ImageStats, comparison_table, corpus_bleu, paired_bootstrap, pairwise_table,
+                                     resample_counts, seed_bootstrap, seed_pairwise, statistics_from_tokenized)
 
 
 def _synthetic(cider, seed=0, extra_correct=0.0):
@@ -115,3 +115,97 @@ def test_pairwise_table_lists_each_pair_once():
     table = pairwise_table(systems, resamples=200, label="beam k=3")
     rows = table.splitlines()[2:]
     assert [r.split("|")[1].strip() for r in rows] == ["x − y", "x − z", "y − z"]
+
+
+# -- across seeds and images --------------------------------------------------------------------
+def _runs(base, shifts, noise=0.02, seed=0, extra_correct=0.0):
+    """One system's runs (seeds): per-image CIDEr ``base + shift`` plus a little per-image noise,
+    and the same BLEU counts except one n-gram match more or less on a tenth of the images (two
+    runs of one recipe caption some images differently)."""
+    rng = np.random.default_rng(seed)
+    system = _synthetic(base, seed=seed, extra_correct=extra_correct)
+    runs = []
+    for shift in shifts:
+        changed = (rng.random(system.correct.shape) < 0.1) * rng.choice([-1, 1], system.correct.shape)
+        runs.append(ImageStats(system.ids, np.clip(base + shift + rng.normal(0, noise, len(base)), 0, None),
+                               np.clip(system.correct + changed, 0, system.guess), system.guess, system.testlen,
+                               system.reflen))
+    return runs
+
+
+def _width(c):
+    return c.high - c.low
+
+
+def test_seed_bootstrap_identical_systems_narrow_interval_around_zero():
+    base = np.random.default_rng(11).gamma(2.0, 0.25, 1000)
+    runs = _runs(base, [0.0, 0.0, 0.0], seed=20)
+    r = seed_bootstrap(runs, runs, resamples=2000, seed=0)
+    for c in r.values():
+        assert c.difference == 0 and c.low < 0 < c.high and not c.excludes_zero and c.p_value > 0.5
+    # narrow: a fraction of the images-only interval between two different systems of the same quality
+    other = _runs(np.random.default_rng(99).gamma(2.0, 0.25, 1000), [0.0], seed=90)[0]
+    unrelated = paired_bootstrap(runs[0], other, resamples=2000, seed=0)
+    for m in r:
+        assert _width(r[m]) < 0.5 * _width(unrelated[m]), m
+    assert _width(r["CIDEr"]) < 0.01
+
+
+def test_seed_bootstrap_clear_gap_excludes_zero():
+    base = np.random.default_rng(12).gamma(2.0, 0.25, 1000)
+    a = _runs(base + 0.1, [0.0, 0.01, -0.01], seed=30, extra_correct=0.1)
+    b = _runs(base, [0.0, 0.01, -0.01], seed=40)
+    r = seed_bootstrap(a, b, resamples=2000, seed=0)
+    for c in r.values():
+        assert c.difference > 0 and c.low > 0 and c.excludes_zero and c.p_value < 0.01
+        assert c.low <= c.difference <= c.high
+    assert r["CIDEr"].a == pytest.approx(np.mean([s.corpus()["CIDEr"] for s in a]))
+
+
+def test_seed_spread_widens_the_interval():
+    """Runs that differ from seed to seed: the interval across seeds and images is wider than the
+    images-only one of a single run per system, and wider than with steady runs."""
+    base = np.random.default_rng(13).gamma(2.0, 0.25, 1000)
+    steady_a, steady_b = _runs(base, [0.0] * 3, seed=50), _runs(base, [0.0] * 3, seed=60)
+    spread_a, spread_b = _runs(base, [-0.04, 0.0, 0.04], seed=50), _runs(base, [0.04, 0.0, -0.04], seed=60)
+    images_only = paired_bootstrap(spread_a[1], spread_b[1], resamples=2000, seed=0)["CIDEr"]
+    steady = seed_bootstrap(steady_a, steady_b, resamples=2000, seed=0)["CIDEr"]
+    spread = seed_bootstrap(spread_a, spread_b, resamples=2000, seed=0)["CIDEr"]
+    assert _width(spread) > 3 * _width(images_only)
+    assert _width(spread) > 3 * _width(steady)
+
+
+def test_one_run_per_system_is_the_paired_bootstrap():
+    rng = np.random.default_rng(14)
+    a, b = _synthetic(rng.gamma(2.0, 0.25, 300), seed=1), _synthetic(rng.gamma(2.0, 0.25, 300), seed=2)
+    across, paired = seed_bootstrap([a], [b], resamples=1500, seed=3), paired_bootstrap(a, b, resamples=1500, seed=3)
+    for m in across:
+        for field in ("a", "b", "difference", "low", "high", "p_value"):
+            assert getattr(across[m], field) == pytest.approx(getattr(paired[m], field), abs=1e-9), (m, field)
+
+
+def test_seed_bootstrap_pairs_by_image_id_and_is_deterministic():
+    base = np.random.default_rng(15).gamma(2.0, 0.25, 400)
+    a, b = _runs(base, [0.0, 0.02], seed=70), _runs(base, [0.01, 0.0, -0.01], seed=80)
+    order = np.random.default_rng(0).permutation(400)
+    shuffled = [ImageStats(tuple(np.array(s.ids)[order]), s.cider[order], s.correct[order], s.guess[order],
+                           s.testlen[order], s.reflen[order]) for s in b]
+    r1 = seed_bootstrap(a, b, resamples=500, seed=5)
+    assert r1 == seed_bootstrap(a, b, resamples=500, seed=5)
+    r2 = seed_bootstrap(a, shuffled, resamples=500, seed=5)
+    for m in r1:
+        assert r2[m].low == pytest.approx(r1[m].low) and r2[m].high == pytest.approx(r1[m].high)
+    with pytest.raises(ValueError):
+        seed_bootstrap(a, [_synthetic(base[:10])])
+    with pytest.raises(ValueError):
+        seed_bootstrap([], b)
+
+
+def test_seed_pairwise_rows_and_table():
+    base = np.random.default_rng(16).gamma(2.0, 0.25, 200)
+    systems = {name: _runs(base, [0.0, 0.01], seed=10 * k) for k, name in enumerate("xyz")}
+    rows = seed_pairwise(systems, resamples=200)
+    assert [(a, b) for a, b, _ in rows] == [("x", "y"), ("x", "z"), ("y", "z")]
+    table = comparison_table(rows, label="beam k=3, 2 seeds")
+    assert table.splitlines()[0].startswith("| beam k=3, 2 seeds | ΔCIDEr-D [95% CI] |")
+    assert len(table.splitlines()) == 5

@@ -1,9 +1,12 @@
-"""Print the results table of the trained bundles as Markdown (pasted into the README).
+"""Print the results tables of the trained bundles as Markdown (pasted into the README).
 
     python -m training.report [--weights weights] [--data FLICKR8K]
 
-Reads each bundle's metrics.json (test-set scores) and config.json (training time), and the
-training run's timings from training_summary.json.  Also draws a bundle's loss curve
+Reads each bundle's metrics.json (test-set scores of the shipped weights and, for a bundle
+trained in two stages, of each stage) and config.json (training time of each stage), the
+training run's timings from training_summary.json, and, when it exists, the multi-seed results
+of ``python -m training.seeds`` (weights/seed_runs.json: mean ± standard deviation over seeds and
+the comparison of the variants across seeds and test images).  Also draws a bundle's loss curve
 (:func:`plot_loss_curve`, called by training.train).
 """
 
@@ -17,8 +20,11 @@ from pathlib import Path
 from captioning.corpus import Corpus, CorpusError, load_corpus
 from captioning.diversity import diversity, held_out_references, mean_local_recall
 from captioning.ensemble import ENSEMBLE_METRICS_FILE, ENSEMBLE_SAMPLES_FILE
+from captioning.seed_runs import (SEED_RUNS_FILE, STAGE_LABELS, comparison_label, main_setting, markdown_table,
+                                  read_seed_runs, run_rows, seeds_rows, stage_rows, stored_comparisons)
 from captioning.variants import VARIANTS
 from captioning.vocab import N_SPECIAL
+from captioning.significance import comparison_table
 from tools.measure import cpu_model
 
 from .common import DEFAULT_DATA, SUMMARY_FILE, read_training_summary
@@ -40,19 +46,59 @@ def _cell(key: str, value) -> str:
     return f"{value:.3f}"
 
 
+def _stage(metrics: dict) -> str:
+    """The stage whose weights a bundle ships; a bundle without the key was trained by cross-entropy only."""
+    return STAGE_LABELS.get(metrics.get("shipped_stage", "cross_entropy"), metrics.get("shipped_stage"))
+
+
 def scores_table(weights: Path) -> str:
-    lines = ["| model | decoding | " + " | ".join(HEADERS) + " |",
-             "|---|---|" + "---|" * len(HEADERS)]
+    """The shipped weights' test scores: every model under every decoding setting."""
+    lines = ["| model | stage | decoding | " + " | ".join(HEADERS) + " |",
+             "|---|---|---|" + "---|" * len(HEADERS)]
     for variant in VARIANTS:
         path = weights / variant / "metrics.json"
         if not path.is_file():
             continue
-        scores = json.loads(path.read_text())["scores"]
+        metrics = json.loads(path.read_text())
+        scores = metrics["scores"]
         for setting, label in SETTINGS.items():
             if setting in scores:
                 row = scores[setting]
-                lines.append(f"| {variant} | {label} | " + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |")
+                lines.append(f"| {variant} | {_stage(metrics)} | {label} | "
+                             + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |")
     return "\n".join(lines)
+
+
+STAGE_COLUMNS = ["BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "vocabulary_used", "copied_from_training", "mean_length"]
+STAGE_HEADERS = ["BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "words used", "copied", "mean len"]
+
+
+def stages_table(weights: Path) -> str:
+    """Both training stages' test scores of each bundle trained in two stages (metrics.json
+    "stages"), the shipped one marked; "" when no bundle has them."""
+    lines = ["| model | stage | decoding | " + " | ".join(STAGE_HEADERS) + " |",
+             "|---|---|---|" + "---|" * len(STAGE_HEADERS)]
+    for variant in VARIANTS:
+        path = weights / variant / "metrics.json"
+        if not path.is_file():
+            continue
+        metrics = json.loads(path.read_text())
+        if not metrics.get("stages"):
+            continue
+        for stage, label in STAGE_LABELS.items():
+            if stage == metrics.get("shipped_stage"):
+                label += " (shipped)"
+            scores = metrics["stages"].get(stage)
+            if not scores:
+                lines.append(f"| {variant} | {label}: no epoch beat cross-entropy on dev, not scored | — | "
+                             + " | ".join("—" for _ in STAGE_HEADERS) + " |")
+                continue
+            for setting, setting_label in SETTINGS.items():
+                if setting in scores:
+                    row = scores[setting]
+                    lines.append(f"| {variant} | {label} | {setting_label} | "
+                                 + " | ".join(_cell(k, row[k]) for k in STAGE_COLUMNS) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def ensemble_table(weights: Path) -> str:
@@ -111,28 +157,54 @@ def diversity_table(weights: Path, corpus: Corpus, split: str = "test") -> str:
 
 
 def training_table(weights: Path) -> str:
-    lines = ["| model | embedding | epochs (best) | s/epoch | training time | best val loss |",
-             "|---|---|---|---|---|---|"]
+    """Each bundle's training, stage by stage, from its config.json: cross-entropy (epochs, time,
+    validation loss), then self-critical fine-tuning (epochs, time, dev CIDEr-D before it and at
+    its best epoch), and the stage it ships."""
+    lines = ["| model | embedding | epochs (best) | s/epoch | cross-entropy time | best val loss | SCST epochs (best) "
+             "| SCST time | dev CIDEr-D (before → best) | shipped |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for variant in VARIANTS:
         path = weights / variant / "config.json"
         if not path.is_file():
             continue
         config = json.loads(path.read_text())
-        t, e = config["training"], config["embedding"]
+        t, e, f = config["training"], config["embedding"], config.get("fine_tuning")
         frozen = "trainable" if e["trainable"] else "frozen"
+        if f:
+            dev = f.get("dev_cider") or []
+            best = f.get("best_epoch", 0)
+            scst = [f"{len(dev) - 1} ({best})", f"{f['seconds'] / 60:.1f} min",
+                    f"{dev[0]:.3f} → {dev[best]:.3f}" if len(dev) > best else "—"]
+        else:
+            scst = ["—", "—", "—"]
+        shipped = STAGE_LABELS.get(config.get("shipped_stage", "cross_entropy"), config.get("shipped_stage"))
         lines.append(f"| {variant} | {e['dim']}-d, {frozen} | {t['epochs_run']} ({t['best_epoch']}) | "
-                     f"{t['seconds_per_epoch']:.0f} | {t['seconds'] / 60:.1f} min | {t['best_val_loss']:.3f} |")
+                     f"{t['seconds_per_epoch']:.0f} | {t['seconds'] / 60:.1f} min | {t['best_val_loss']:.3f} | "
+                     + " | ".join(scst) + f" | {shipped} |")
     return "\n".join(lines)
 
 
+def _variant_times(v: dict) -> str:
+    """One variant's timings from training_summary.json: per stage when the run recorded them."""
+    stages = [(key, label) for key, label in (("cross_entropy_seconds", "cross-entropy"), ("scst_seconds", "SCST"),
+                                              ("evaluate_seconds", "evaluation")) if key in v]
+    if not stages:  # a run before the two-stage recipe: one figure, word vectors and evaluation included
+        return f"{v['variant']} {v['seconds']:.0f} s"
+    return (f"{v['variant']}: " + ", ".join(f"{label} {v[key]:.0f} s" for key, label in stages)
+            + f" ({v['seconds']:.0f} s)")
+
+
 def run_summary(weights: Path) -> str:
-    """One line: how long the last training run took, from its training_summary.json."""
+    """One line: how long the last training run took, stage by stage, from its training_summary.json."""
     run = read_training_summary(weights)
     if not run:
         return ""
-    variants = "; ".join(f"{v['variant']} {v['seconds']:.0f} s" for v in run["variants"])
+    variants = "; ".join(_variant_times(v) for v in run["variants"])
+    staged = any("cross_entropy_seconds" in v for v in run["variants"])
+    note = ("cross-entropy includes the word vectors; evaluation scores both stages on the test split" if staged
+            else "each with its word vectors and evaluation")
     return (f"Training run ({SUMMARY_FILE}): image features {run['features_seconds']:.0f} s; {variants} "
-            f"(each with its word vectors and evaluation); {run['total_seconds'] / 60:.1f} min in all.")
+            f"({note}); {run['total_seconds'] / 60:.1f} min in all.")
 
 
 def plot_loss_curve(history: dict, path: Path, title: str) -> None:
@@ -159,6 +231,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="weights")
     parser.add_argument("--data", default=DEFAULT_DATA, help="Flickr8k, for the diversity table (default: %(default)s)")
+    parser.add_argument("--seed-runs", help=f"multi-seed results of training.seeds (default: <weights>/{SEED_RUNS_FILE})")
     args = parser.parse_args(argv)
     weights = Path(args.weights)
     first = next((weights / v / "metrics.json" for v in VARIANTS if (weights / v / "metrics.json").is_file()), None)
@@ -170,6 +243,12 @@ def main(argv=None) -> int:
           f"Machine: {cpu_model()}, {os.cpu_count()} cores.\n")
     print(scores_table(weights))
     print()
+    stages = stages_table(weights)
+    if stages:
+        print("Both training stages on the test split (cross-entropy, then self-critical fine-tuning on CIDEr-D; "
+              "the bundle ships the stage that did better on dev CIDEr-D):\n")
+        print(stages)
+        print()
     ensemble = ensemble_table(weights)
     if ensemble:
         print(ensemble)
@@ -181,6 +260,7 @@ def main(argv=None) -> int:
         print(summary)
     print_diversity(weights, args.data, metrics["split"])
     print_significance(weights, args.data, metrics["split"])
+    print_seeds(Path(args.seed_runs) if args.seed_runs else weights / SEED_RUNS_FILE)
     return 0
 
 
@@ -217,6 +297,66 @@ def print_significance(weights: Path, data: str | Path, split: str) -> None:
               "bootstrap over the images (captioning.significance: 10,000 resamples, seed 0, percentile 95% "
               "interval, two-sided p): test-image sampling only, one training run per variant.\n")
         print(table)
+
+
+def seeds_table(results: dict, setting: str | None = None) -> str:
+    """Mean ± standard deviation over each variant's seeds of its shipped weights' scores and caption
+    diversity (``setting``: beam k=3 when every run has it); "" without runs."""
+    setting = setting or main_setting(results)
+    return markdown_table(*seeds_rows(results, setting)) if setting else ""
+
+
+def seed_stages_table(results: dict, setting: str | None = None) -> str:
+    """Mean ± standard deviation over seeds of each training stage's test scores."""
+    setting = setting or main_setting(results)
+    headers, rows = stage_rows(results, setting) if setting else ([], [])
+    return markdown_table(headers, rows) if rows else ""
+
+
+def seed_runs_table(results: dict, setting: str | None = None) -> str:
+    """Every run: its seed, the stage it ships and its scores."""
+    setting = setting or main_setting(results)
+    return markdown_table(*run_rows(results, setting)) if setting else ""
+
+
+def seed_comparison_table(results: dict) -> str:
+    """The comparison of each pair of variants across seeds and test images that training.seeds
+    stored; "" if there is none."""
+    rows = stored_comparisons(results)
+    return comparison_table(rows, comparison_label(results), results["significance"]["confidence"]) if rows else ""
+
+
+def print_seeds(path: Path) -> None:
+    """The multi-seed tables, when ``path`` (training.seeds' results file) exists."""
+    try:
+        results = read_seed_runs(path)
+    except ValueError as exc:
+        print(f"\nNo multi-seed tables: {exc}")
+        return
+    if not results or not results["runs"]:
+        return
+    setting = main_setting(results)
+    label = SETTINGS.get(setting, setting)
+    print(f"\nAcross training seeds ({path.name}, python -m training.seeds): each variant trained with the same "
+          f"recipe and several seeds (seed 0 is the shipped bundle), {label}, on the {len(results['images'])} "
+          f"{results['split']} images; mean ± standard deviation over the seeds (n - 1), n and the seeds in the "
+          "second column. Diversity measures as in the diversity table.\n")
+    print(seeds_table(results, setting))
+    stages = seed_stages_table(results, setting)
+    if stages:
+        print("\nEach training stage across the seeds (SCST is scored only for the seeds where it beat "
+              "cross-entropy on dev, and then shipped):\n")
+        print(stages)
+    print("\nEvery run:\n")
+    print(seed_runs_table(results, setting))
+    comparison = seed_comparison_table(results)
+    if comparison:
+        sig = results["significance"]
+        print(f"\nDifferences between the variants across seeds and test images (first minus second; mean over "
+              f"seeds): a bootstrap that draws the test images (paired) and each variant's seeds with replacement "
+              f"(captioning.significance.seed_bootstrap: {sig['resamples']:,} resamples, seed {sig['seed']}, "
+              f"percentile {sig['confidence']:.0%} interval, two-sided p).\n")
+        print(comparison)
 
 
 def print_diversity(weights: Path, data: str | Path, split: str) -> None:
