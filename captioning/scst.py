@@ -57,6 +57,7 @@ class ScstSettings:
     samples_per_image: int = 5  # the baseline of each sample is the mean reward of the other 4
     learning_rate: float = 5e-5
     clipnorm: float = 5.0
+    select_beam_width: int = 3  # epochs are compared by dev CIDEr-D of the captions this beam gives (1: greedy)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -183,13 +184,13 @@ def make_policy_gradient_step(model: keras.Model, optimizer: keras.optimizers.Op
     return step
 
 
-def greedy_captions(decoder: Decoder, features: np.ndarray, max_length: int, batch: int = 500) -> list[list[str]]:
-    """Greedy captions (as word lists) for many images, in batches."""
-    out = []
-    for start in range(0, len(features), batch):
-        out += [[decoder.vocab.words[i] for i in hyp.ids] for hyp in decoder.greedy(features[start:start + batch],
-                                                                                       max_length)]
-    return out
+def best_captions(decoder: Decoder, features: np.ndarray, max_length: int, beam_width: int) -> list[list[str]]:
+    """Each image's caption (as words) from beam search of ``beam_width`` (1: greedy, in one batch)."""
+    if beam_width == 1:
+        hyps = decoder.greedy(features, max_length)
+    else:
+        hyps = [decoder.beam_search(row, beam_width, max_length)[0] for row in features]
+    return [[decoder.vocab.words[i] for i in hyp.ids] for hyp in hyps]
 
 
 @dataclass
@@ -201,9 +202,11 @@ class ScstData:
     reward: CiderDReward
 
 
-def dev_cider(model: keras.Model, vocab: Vocabulary, dev: ScstData, max_length: int) -> float:
-    """Corpus CIDEr-D of greedy captions on the dev split (its own document frequencies)."""
-    captions = greedy_captions(StepDecoder(model, vocab), dev.features, max_length)
+def dev_cider(model: keras.Model, vocab: Vocabulary, dev: ScstData, max_length: int, beam_width: int) -> float:
+    """Corpus CIDEr-D (with ``<end>``, as the reward) of the dev split's captions from beam search
+    of ``beam_width`` -- the decoding the test scores are reported for -- with the split's own
+    document frequencies."""
+    captions = best_captions(StepDecoder(model, vocab), dev.features, max_length, beam_width)
     return float(np.mean(dev.reward(dev.images, captions, [True] * len(captions))))
 
 
@@ -225,7 +228,7 @@ def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstD
         log.info("SCST: resuming after epoch %d (best dev CIDEr-D %.4f)", state["epoch"], max(state["dev_cider"]))
     else:
         state = {"settings": settings.to_dict(), "epoch": 0, "best_epoch": 0, "mean_reward": [], "epoch_seconds": [],
-                 "dev_cider": [dev_cider(model, vocab, dev, max_length)]}
+                 "dev_cider": [dev_cider(model, vocab, dev, max_length, settings.select_beam_width)]}
         save_atomic(model.save_weights, best)
         log.info("SCST: dev CIDEr-D %.4f before fine-tuning", state["dev_cider"][0])
 
@@ -250,7 +253,7 @@ def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstD
             step(np.repeat(features, k, axis=0).astype(np.float32), caption_in, target, weights, advantages)
             decoder = StepDecoder(model, vocab)  # the sampler follows the updated weights
             rewards.append(reward.mean())
-        score = dev_cider(model, vocab, dev, max_length)
+        score = dev_cider(model, vocab, dev, max_length, settings.select_beam_width)
         seconds = time.perf_counter() - started
         state["dev_cider"].append(score)
         state["mean_reward"].append(float(np.mean(rewards)))

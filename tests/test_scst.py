@@ -200,3 +200,33 @@ def test_fine_tuning_resumes_after_an_interruption(toy_corpus, tmp_path, monkeyp
     _, history = fine_tune(model, vocab, data, data, 7, settings, tmp_path)
     assert len(history["mean_reward"]) == 3 and len(history["dev_cider"]) == 4
     assert len(epochs_run) == 2 * 3  # epochs 2 and 3 only, three minibatches each
+
+
+def test_training_runs_both_stages_and_records_them(flickr8k, tmp_path):
+    """training.train with --scst-epochs: the bundle holds the stage better on dev, metrics.json
+    both stages' test scores, config.json and history.json the fine-tuning, the summary each
+    stage's time."""
+    from training.train import main as train_main
+
+    out = tmp_path / "weights"
+    assert train_main([
+        "--data", str(flickr8k), "--variant", "learned", "--limit-images", "40", "--epochs", "2",
+        "--embedding-dim", "16", "--units", "16", "--min-count", "2", "--scst-epochs", "2",
+        "--scst-learning-rate", "1e-3", "--settings", "greedy", "beam3", "--out", str(out),
+        "--runs", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+    ]) == 0
+    config = json.loads((out / "learned" / "config.json").read_text())
+    metrics = json.loads((out / "learned" / "metrics.json").read_text())
+    history = json.loads((out / "learned" / "history.json").read_text())
+    summary = json.loads((out / "training_summary.json").read_text())
+
+    tuning = config["fine_tuning"]
+    assert tuning["epochs"] == 2 and tuning["select_beam_width"] == 3 and len(tuning["dev_cider"]) == 3
+    shipped = "scst" if tuning["best_epoch"] > 0 else "cross_entropy"
+    assert config["shipped_stage"] == metrics["shipped_stage"] == shipped
+    assert set(metrics["stages"]["cross_entropy"]) == {"greedy", "beam3"}
+    assert metrics["stages"]["scst"] == (metrics["scores"] if shipped == "scst" else None)
+    assert len(history["scst"]["mean_reward"]) == 2 and history["loss"]
+    (variant,) = summary["variants"]
+    assert variant["scst_epochs"] == 2
+    assert all(variant[k] > 0 for k in ("cross_entropy_seconds", "scst_seconds", "evaluate_seconds"))
