@@ -12,8 +12,9 @@ file was written.  The file::
                "stages": {"cross_entropy": {setting: ...}, "scst": {setting: ...} | null} | null,
                "diversity": {setting: {"types", "ttr1", "ttr2", "novelty", "coverage", "loc", ...}},
                "captions": {setting: [one caption per test image, in "images" order]}, ...}],
-     "significance": {"setting", "resamples", "seed", "confidence", "seeds": {variant: [seeds]},
-                      "pairs": [{"a", "b", "CIDEr": Comparison fields, "BLEU-4": ...}]} | null}
+     "significance": {"resamples", "seed", "confidence", "method", "seeds": {variant: [seeds]},
+                      "settings": {setting: {"pairs": [{"a", "b", "CIDEr": Comparison fields,
+                                                        "BLEU-4": ...}]}}} | null}
 """
 
 from __future__ import annotations
@@ -60,14 +61,18 @@ def runs_of(results: dict, variant: str) -> list[dict]:
     return sorted((r for r in results["runs"] if r["variant"] == variant), key=lambda r: r["seed"])
 
 
-def main_setting(results: dict, preferred: str = "beam3") -> str | None:
-    """The decoding setting to summarise: ``preferred`` when every run has its scores and captions,
-    else the first setting they all have; None without runs."""
+def summary_settings(results: dict) -> list[str]:
+    """The decoding settings every run has scores and captions for, in CAPTION_SETTINGS order
+    (greedy, beam k=3): the ones the tables summarise."""
     runs = results["runs"]
-    if not runs:
-        return None
-    common = [s for s in runs[0]["scores"] if all(s in r["scores"] and s in r.get("captions", {}) for r in runs)]
-    return preferred if preferred in common else (common[0] if common else None)
+    return [s for s in CAPTION_SETTINGS if runs and all(s in r["scores"] and s in r.get("captions", {}) for r in runs)]
+
+
+def main_setting(results: dict, preferred: str = "beam3") -> str | None:
+    """One decoding setting to headline: ``preferred`` when every run has its scores and captions,
+    else the first setting they all have; None without runs."""
+    settings = summary_settings(results)
+    return preferred if preferred in settings else (settings[0] if settings else None)
 
 
 def mean_sd(values) -> tuple[float, float | None]:
@@ -94,34 +99,38 @@ def _seeds_cell(runs: list[dict]) -> str:
     return f"{len(runs)} (" + ", ".join(str(r["seed"]) for r in runs) + ")"
 
 
-def seeds_rows(results: dict, setting: str) -> tuple[list[str], list[list[str]]]:
-    """(headers, rows): per variant, mean ± sd over its seeds of the shipped weights' scores and
-    diversity under ``setting``."""
-    headers = ["model", "seeds", *(h for _, h, _ in SCORE_COLUMNS), *(h for _, h, _ in DIVERSITY_COLUMNS)]
+def seeds_rows(results: dict, settings: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): per variant and decoding setting, mean ± sd over its seeds of the shipped
+    weights' scores and caption diversity."""
+    headers = ["model", "decoding", "seeds", *(h for _, h, _ in SCORE_COLUMNS), *(h for _, h, _ in DIVERSITY_COLUMNS)]
     rows = []
     for variant in variants_of(results):
-        runs = [r for r in runs_of(results, variant) if setting in r["scores"]]
-        if not runs:
-            continue
-        cells = [format_mean_sd([r["scores"][setting].get(k) for r in runs], f) for k, _, f in SCORE_COLUMNS]
-        cells += [format_mean_sd([(r.get("diversity") or {}).get(setting, {}).get(k) for r in runs], f)
-                  for k, _, f in DIVERSITY_COLUMNS]
-        rows.append([variant, _seeds_cell(runs), *cells])
+        for setting in settings if settings is not None else summary_settings(results):
+            runs = [r for r in runs_of(results, variant) if setting in r["scores"]]
+            if not runs:
+                continue
+            cells = [format_mean_sd([r["scores"][setting].get(k) for r in runs], f) for k, _, f in SCORE_COLUMNS]
+            cells += [format_mean_sd([(r.get("diversity") or {}).get(setting, {}).get(k) for r in runs], f)
+                      for k, _, f in DIVERSITY_COLUMNS]
+            rows.append([variant, SETTING_LABELS.get(setting, setting), _seeds_cell(runs), *cells])
     return headers, rows
 
 
-def stage_rows(results: dict, setting: str) -> tuple[list[str], list[list[str]]]:
-    """(headers, rows): per variant and training stage, mean ± sd over the seeds whose stage was
-    scored on the test split (SCST is scored only where it beat cross-entropy on dev and was shipped)."""
-    headers = ["model", "stage", "seeds", *(h for _, h, _ in SCORE_COLUMNS)]
+def stage_rows(results: dict, settings: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): per variant, training stage and decoding setting, mean ± sd over the seeds
+    whose stage was scored on the test split (SCST is scored only where it beat cross-entropy on
+    dev and was shipped)."""
+    headers = ["model", "stage", "decoding", "seeds", *(h for _, h, _ in SCORE_COLUMNS)]
     rows = []
     for variant in variants_of(results):
         for stage, label in STAGE_LABELS.items():
-            scored = [(r, scores) for r in runs_of(results, variant) if (scores := stage_scores(r, stage, setting))]
-            if not scored:
-                continue
-            rows.append([variant, label, _seeds_cell([r for r, _ in scored]),
-                         *(format_mean_sd([s.get(k) for _, s in scored], f) for k, _, f in SCORE_COLUMNS)])
+            for setting in settings if settings is not None else summary_settings(results):
+                scored = [(r, scores) for r in runs_of(results, variant)
+                          if (scores := stage_scores(r, stage, setting))]
+                if not scored:
+                    continue
+                rows.append([variant, label, SETTING_LABELS.get(setting, setting), _seeds_cell([r for r, _ in scored]),
+                             *(format_mean_sd([s.get(k) for _, s in scored], f) for k, _, f in SCORE_COLUMNS)])
     return headers, rows
 
 
@@ -134,19 +143,22 @@ def stage_scores(run: dict, stage: str, setting: str) -> dict | None:
     return (stages.get(stage) or {}).get(setting)
 
 
-def run_rows(results: dict, setting: str) -> tuple[list[str], list[list[str]]]:
-    """(headers, rows): every run, its shipped stage and its scores under ``setting``."""
-    headers = ["model", "seed", "shipped stage", *(h for _, h, _ in SCORE_COLUMNS), "types"]
+def run_rows(results: dict, settings: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): every run, the stage it ships (with SCST's best epoch and dev CIDEr-D) and
+    its BLEU-4 and CIDEr under each setting."""
+    settings = settings if settings is not None else summary_settings(results)
+    headers = ["model", "seed", "shipped stage", "dev CIDEr-D (SCST epoch)",
+               *(f"{m} {SETTING_LABELS.get(s, s)}" for s in settings for m in ("BLEU-4", "CIDEr"))]
     rows = []
     for variant in variants_of(results):
         for r in runs_of(results, variant):
-            if setting not in r["scores"]:
-                continue
             seed = f"{r['seed']} (shipped bundle)" if r.get("shipped_bundle") else str(r["seed"])
-            types = (r.get("diversity") or {}).get(setting, {}).get("types")
-            rows.append([variant, seed, STAGE_LABELS.get(r.get("shipped_stage"), "cross-entropy"),
-                         *(f"{r['scores'][setting][k]:{f}}" for k, _, f in SCORE_COLUMNS),
-                         "–" if types is None else str(types)])
+            fine_tuning = r.get("fine_tuning") or {}
+            dev, best = fine_tuning.get("dev_cider") or [], fine_tuning.get("best_epoch", 0)
+            dev_cell = f"{dev[best]:.3f} ({best})" if len(dev) > best else "–"
+            scores = [f"{r['scores'][s][m]:.3f}" if s in r["scores"] else "–" for s in settings
+                      for m in ("BLEU-4", "CIDEr")]
+            rows.append([variant, seed, STAGE_LABELS.get(r.get("shipped_stage"), "cross-entropy"), dev_cell, *scores])
     return headers, rows
 
 
@@ -155,16 +167,16 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
                       *("| " + " | ".join(map(str, row)) + " |" for row in rows)])
 
 
-def stored_comparisons(results: dict) -> list[tuple[str, str, dict[str, Comparison]]]:
-    """The across-seeds comparisons ``training.seeds`` stored, as (first, second, {metric: Comparison})."""
+def stored_comparisons(results: dict) -> dict[str, list[tuple[str, str, dict[str, Comparison]]]]:
+    """The across-seeds comparisons ``training.seeds`` stored, per decoding setting:
+    {setting: [(first, second, {metric: Comparison}), ...]}."""
     significance = results.get("significance") or {}
-    return [(p["a"], p["b"], {m: Comparison(**p[m]) for m in METRICS}) for p in significance.get("pairs", [])]
+    return {setting: [(p["a"], p["b"], {m: Comparison(**p[m]) for m in METRICS}) for p in stored["pairs"]]
+            for setting, stored in (significance.get("settings") or {}).items()}
 
 
-def comparison_label(results: dict) -> str:
-    """The first cell of the comparison table's header: the setting and the seeds per variant."""
-    significance = results.get("significance") or {}
-    seeds = significance.get("seeds") or {}
+def comparison_label(results: dict, setting: str) -> str:
+    """The first cell of a comparison table's header: the setting and the seeds per variant."""
+    seeds = (results.get("significance") or {}).get("seeds") or {}
     counts = sorted({len(s) for s in seeds.values()})
-    n = "/".join(map(str, counts)) or "?"
-    return f"{SETTING_LABELS.get(significance.get('setting'), significance.get('setting', ''))}, {n} seeds"
+    return f"{SETTING_LABELS.get(setting, setting)}, {'/'.join(map(str, counts)) or '?'} seeds"

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from captioning import CaptionResult
-from captioning.seed_runs import (SEED_RUNS_FILE, STAGE_LABELS, comparison_label, main_setting, markdown_table,
-                                  read_seed_runs, runs_of, seeds_rows, stored_comparisons, variants_of)
+from captioning.seed_runs import (SEED_RUNS_FILE, STAGE_LABELS, comparison_label, markdown_table, read_seed_runs,
+                                  runs_of, seeds_rows, stored_comparisons, summary_settings, variants_of)
 from captioning.settings import METHODS
 from captioning.significance import comparison_table
 
@@ -374,50 +374,51 @@ def seeds_markdown(models: ModelSet) -> str:
         return (f"### Across training seeds\n*No multi-seed results here (`{SEED_RUNS_FILE}`, written by "
                 "`python -m training.seeds`): the scores above come from one training run per model, so they "
                 "do not show how much a retrain with another seed would change them.*")
-    setting = main_setting(results)
-    label = SETTING_LABELS.get(setting, setting)
     parts = [f"### Across training seeds\nEach model trained with the same recipe and several seeds (seed 0 is "
-             f"the shipped one), {label}, {len(results['images'])} {results['split']} images: mean ± standard "
-             "deviation over the seeds.", markdown_table(*seeds_rows(results, setting))]
+             f"the shipped one), scored on {len(results['images'])} {results['split']} images: mean ± standard "
+             "deviation over the seeds.", markdown_table(*seeds_rows(results))]
     comparisons = stored_comparisons(results)
     if comparisons:
         sig = results["significance"]
-        parts += [f"Differences between the models (first minus second), with a {sig['confidence']:.0%} interval "
-                  "from a bootstrap over both the test images and the seeds: a difference is significant when "
-                  "its interval excludes 0.",
-                  comparison_table(comparisons, comparison_label(results), sig["confidence"])]
+        parts.append(f"Differences between the models (first minus second), with a {sig['confidence']:.0%} "
+                     "interval from a bootstrap over both the test images and the seeds: a difference is "
+                     "significant when its interval excludes 0.")
+        parts += [comparison_table(rows, comparison_label(results, setting), sig["confidence"])
+                  for setting, rows in comparisons.items() if rows]
     return "\n\n".join(parts)
 
 
 def seeds_figure(models: ModelSet):
     """BLEU-4 and CIDEr of every seed of every model (points; the shipped seed a star) with the mean
-    ± standard deviation over seeds (error bars); None without multi-seed results."""
+    ± standard deviation over seeds (error bars), one row per decoding setting; None without
+    multi-seed results."""
     results = seed_results(models)
-    if results is None:
+    settings = summary_settings(results) if results else []
+    if not settings:
         return None
-    setting = main_setting(results)
-    fig = _figure(6.4, 3.2)
-    axes = fig.subplots(1, 2)
+    fig = _figure(6.4, 2.6 * len(settings) + 0.4)
+    axes = np.atleast_2d(fig.subplots(len(settings), 2, squeeze=False))
     colours = {"learned": "tab:blue", "fasttext": "tab:orange", "word2vec": "tab:green"}
     variants = variants_of(results)
-    for ax, metric in zip(axes, ("BLEU-4", "CIDEr")):
-        for x, name in enumerate(variants):
-            runs = [r for r in runs_of(results, name) if setting in r["scores"]]
-            values = np.array([r["scores"][setting][metric] for r in runs], dtype=float)
-            if not len(values):
-                continue
-            offsets = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
-            colour = colours.get(name, "tab:grey")
-            for offset, value, run in zip(offsets, values, runs):
-                ax.plot(x + offset, value, marker="*" if run.get("shipped_bundle") else "o",
-                        ms=9 if run.get("shipped_bundle") else 5, color=colour, alpha=0.6, linestyle="none")
-            sd = values.std(ddof=1) if len(values) > 1 else 0.0
-            ax.errorbar(x + 0.3, values.mean(), yerr=sd, fmt="s", color=colour, ms=6, capsize=5, elinewidth=1.5)
-        ax.set_xticks(range(len(variants)), [SHORT_LABELS.get(v, v) for v in variants], fontsize=8)
-        ax.set_xlim(-0.5, len(variants) - 0.3)
-        ax.set_title(f"{metric}, {SETTING_LABELS.get(setting, setting)}", fontsize=10)
-        ax.tick_params(axis="y", labelsize=7)
-        ax.grid(alpha=0.3, axis="y")
+    for row, setting in zip(axes, settings):
+        for ax, metric in zip(row, ("BLEU-4", "CIDEr")):
+            for x, name in enumerate(variants):
+                runs = [r for r in runs_of(results, name) if setting in r["scores"]]
+                values = np.array([r["scores"][setting][metric] for r in runs], dtype=float)
+                if not len(values):
+                    continue
+                offsets = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+                colour = colours.get(name, "tab:grey")
+                for offset, value, run in zip(offsets, values, runs):
+                    ax.plot(x + offset, value, marker="*" if run.get("shipped_bundle") else "o",
+                            ms=9 if run.get("shipped_bundle") else 5, color=colour, alpha=0.6, linestyle="none")
+                sd = values.std(ddof=1) if len(values) > 1 else 0.0
+                ax.errorbar(x + 0.3, values.mean(), yerr=sd, fmt="s", color=colour, ms=6, capsize=5, elinewidth=1.5)
+            ax.set_xticks(range(len(variants)), [SHORT_LABELS.get(v, v) for v in variants], fontsize=8)
+            ax.set_xlim(-0.5, len(variants) - 0.3)
+            ax.set_title(f"{metric}, {SETTING_LABELS.get(setting, setting)}", fontsize=10)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.grid(alpha=0.3, axis="y")
     fig.suptitle("Each seed (dots; star: the shipped model) and mean ± sd over seeds (squares, bars)", fontsize=8)
     return fig
 

@@ -160,9 +160,9 @@ def _seed_runs(folder: Path) -> Path:
              {"a": "fasttext", "b": "word2vec", "CIDEr": _comparison("CIDEr", 0.49, 0.51, -0.035, -0.005, 0.01),
               "BLEU-4": _comparison("BLEU-4", 0.2, 0.2, -0.01, 0.01, 0.9)}]
     results = {"format": 1, "recipe": {}, "embeddings": {}, "split": "test", "images": ["x.jpg"], "runs": runs,
-               "significance": {"setting": "beam3", "resamples": 1000, "seed": 0, "confidence": 0.95,
+               "significance": {"resamples": 1000, "seed": 0, "confidence": 0.95,
                                 "seeds": {v: [0, 1, 2] for v in ("learned", "fasttext", "word2vec")},
-                                "pairs": pairs}}
+                                "settings": {"beam3": {"pairs": pairs}}}}
     path = folder / "seed_runs.json"
     path.write_text(json.dumps(results))
     return path
@@ -179,17 +179,21 @@ def test_mean_and_standard_deviation():
 def test_report_prints_the_seed_tables(tmp_path, capsys):
     results = read_seed_runs(_seed_runs(tmp_path))
     table = report.seeds_table(results).splitlines()
-    assert table[0] == "| model | seeds | BLEU-4 | METEOR | CIDEr | types | TTR1 | TTR2 | novel | coverage | Loc5 |"
-    assert table[2] == ("| learned | 3 (0, 1, 2) | 0.200 ± 0.005 | 0.200 ± 0.000 | 0.500 ± 0.010 | 401 ± 1 | "
+    assert table[0] == ("| model | decoding | seeds | BLEU-4 | METEOR | CIDEr | types | TTR1 | TTR2 | novel | coverage "
+                        "| Loc5 |")
+    assert table[3] == ("| learned | beam k=3 | 3 (0, 1, 2) | 0.200 ± 0.005 | 0.200 ± 0.000 | 0.500 ± 0.010 | 401 ± 1 | "
                         "0.040 ± 0.000 | 0.110 ± 0.000 | 85.0% ± 0.0% | 16.0% ± 0.0% | 0.580 ± 0.000 |")
-    headers, rows = stage_rows(results, "beam3")
-    assert ["learned", "cross-entropy", "3 (0, 1, 2)", "0.190 ± 0.000", "0.190 ± 0.000", "0.470 ± 0.000"] in rows
-    assert ["learned", "SCST", "2 (1, 2)", "0.200 ± 0.007", "0.200 ± 0.000", "0.500 ± 0.014"] in rows
+    assert table[2].startswith("| learned | greedy | 3 (0, 1, 2) | 0.200 ± 0.005 |") and table[2].endswith("| – |")
+    assert len(table) == 2 + 3 * 2
+    headers, rows = stage_rows(results, ["beam3"])
+    assert ["learned", "cross-entropy", "beam k=3", "3 (0, 1, 2)", "0.190 ± 0.000", "0.190 ± 0.000",
+            "0.470 ± 0.000"] in rows
+    assert ["learned", "SCST", "beam k=3", "2 (1, 2)", "0.200 ± 0.007", "0.200 ± 0.000", "0.500 ± 0.014"] in rows
     report.print_seeds(tmp_path / "seed_runs.json")
     out = capsys.readouterr().out
     assert "| beam k=3, 3 seeds | ΔCIDEr-D [95% CI] |" in out
     assert "| fasttext − word2vec | -0.020 [-0.035, -0.005] | 0.010 | yes |" in out
-    assert "| learned | 0 (shipped bundle) | SCST | 0.200 | 0.200 | 0.500 | 400 |" in out
+    assert "| learned | 0 (shipped bundle) | SCST | – | 0.200 | 0.500 | 0.200 | 0.500 |" in out
     report.print_seeds(tmp_path / "absent.json")
     assert capsys.readouterr().out == ""
 
@@ -199,10 +203,11 @@ def test_about_tab_shows_the_seeds_with_error_bars(tmp_path):
     _seed_runs(weights)
     models = _models(weights, source=weights)
     text = ui.seeds_markdown(models)
-    assert "| learned | 3 (0, 1, 2) | 0.200 ± 0.005 |" in text and "| fasttext − word2vec |" in text
-    assert seeds_rows(read_seed_runs(weights), "beam3")[1][0][2] == "0.200 ± 0.005"
+    assert "| learned | beam k=3 | 3 (0, 1, 2) | 0.200 ± 0.005 |" in text and "| fasttext − word2vec |" in text
+    assert seeds_rows(read_seed_runs(weights), ["beam3"])[1][0][3] == "0.200 ± 0.005"
     fig = ui.seeds_figure(models)
-    bleu, cider = fig.axes[:2]
+    assert len(fig.axes) == 4  # greedy, beam 3; BLEU-4, CIDEr
+    bleu, cider = fig.axes[2:4]
     assert bleu.get_title() == "BLEU-4, beam 3" and cider.get_title() == "CIDEr, beam 3"
     assert len(cider.containers) == 3  # one error bar per model
     bar = cider.containers[0]

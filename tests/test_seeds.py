@@ -108,8 +108,9 @@ def test_every_run_is_recorded_with_scores_stages_captions_and_recipe(recorded, 
 def test_the_comparison_across_seeds_is_stored_and_reproducible(recorded, work, flickr8k):
     results = recorded["results"]
     significance = results["significance"]
-    assert significance["setting"] == "greedy" and significance["seeds"] == {"learned": [0, 1], "word2vec": [0]}
-    ((a, b, comparison),) = stored_comparisons(results)
+    assert list(significance["settings"]) == ["greedy"]
+    assert significance["seeds"] == {"learned": [0, 1], "word2vec": [0]}
+    ((a, b, comparison),) = stored_comparisons(results)["greedy"]
     assert (a, b) == ("learned", "word2vec")
     for metric, c in comparison.items():
         learned = [r["scores"]["greedy"][metric] for r in results["runs"] if r["variant"] == "learned"]
@@ -188,8 +189,9 @@ def test_report_reads_the_results(recorded, work, flickr8k, capsys):
     seeds_table = report.seeds_table(recorded["results"])
     assert seeds_table in out
     rows = seeds_table.splitlines()
-    assert rows[0].startswith("| model | seeds | BLEU-4 | METEOR | CIDEr | types |")
-    assert rows[2].startswith("| learned | 2 (0, 1) | ") and " ± " in rows[2]
-    assert rows[3].startswith("| word2vec | 1 (0) | ")
-    assert "| learned − word2vec | " in out
-    assert "| learned | cross-entropy | 2 (0, 1) |" in out
+    assert rows[0].startswith("| model | decoding | seeds | BLEU-4 | METEOR | CIDEr | types |")
+    assert rows[2].startswith("| learned | greedy | 2 (0, 1) | ") and " ± " in rows[2]
+    assert rows[3].startswith("| word2vec | greedy | 1 (0) | ")
+    assert "| greedy, 1/2 seeds | ΔCIDEr-D [95% CI] |" in out and "| learned − word2vec | " in out
+    assert "| learned | cross-entropy | greedy | 2 (0, 1) |" in out
+    assert "| learned | 0 | " in out and "| word2vec | 0 | " in out

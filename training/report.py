@@ -20,8 +20,8 @@ from pathlib import Path
 from captioning.corpus import Corpus, CorpusError, load_corpus
 from captioning.diversity import diversity, held_out_references, mean_local_recall
 from captioning.ensemble import ENSEMBLE_METRICS_FILE, ENSEMBLE_SAMPLES_FILE
-from captioning.seed_runs import (SEED_RUNS_FILE, STAGE_LABELS, comparison_label, main_setting, markdown_table,
-                                  read_seed_runs, run_rows, seeds_rows, stage_rows, stored_comparisons)
+from captioning.seed_runs import (SEED_RUNS_FILE, STAGE_LABELS, comparison_label, markdown_table, read_seed_runs,
+                                  run_rows, seeds_rows, stage_rows, stored_comparisons, summary_settings)
 from captioning.variants import VARIANTS
 from captioning.vocab import N_SPECIAL
 from captioning.significance import comparison_table
@@ -299,31 +299,31 @@ def print_significance(weights: Path, data: str | Path, split: str) -> None:
         print(table)
 
 
-def seeds_table(results: dict, setting: str | None = None) -> str:
+def seeds_table(results: dict, settings: list[str] | None = None) -> str:
     """Mean ± standard deviation over each variant's seeds of its shipped weights' scores and caption
-    diversity (``setting``: beam k=3 when every run has it); "" without runs."""
-    setting = setting or main_setting(results)
-    return markdown_table(*seeds_rows(results, setting)) if setting else ""
-
-
-def seed_stages_table(results: dict, setting: str | None = None) -> str:
-    """Mean ± standard deviation over seeds of each training stage's test scores."""
-    setting = setting or main_setting(results)
-    headers, rows = stage_rows(results, setting) if setting else ([], [])
+    diversity, greedy and beam k=3 (the settings every run has captions for); "" without runs."""
+    headers, rows = seeds_rows(results, settings)
     return markdown_table(headers, rows) if rows else ""
 
 
-def seed_runs_table(results: dict, setting: str | None = None) -> str:
+def seed_stages_table(results: dict, settings: list[str] | None = None) -> str:
+    """Mean ± standard deviation over seeds of each training stage's test scores."""
+    headers, rows = stage_rows(results, settings)
+    return markdown_table(headers, rows) if rows else ""
+
+
+def seed_runs_table(results: dict, settings: list[str] | None = None) -> str:
     """Every run: its seed, the stage it ships and its scores."""
-    setting = setting or main_setting(results)
-    return markdown_table(*run_rows(results, setting)) if setting else ""
+    headers, rows = run_rows(results, settings)
+    return markdown_table(headers, rows) if rows else ""
 
 
-def seed_comparison_table(results: dict) -> str:
-    """The comparison of each pair of variants across seeds and test images that training.seeds
-    stored; "" if there is none."""
-    rows = stored_comparisons(results)
-    return comparison_table(rows, comparison_label(results), results["significance"]["confidence"]) if rows else ""
+def seed_comparison_tables(results: dict) -> list[str]:
+    """The comparisons of each pair of variants across seeds and test images that training.seeds
+    stored, one table per decoding setting."""
+    confidence = (results.get("significance") or {}).get("confidence", 0.95)
+    return [comparison_table(rows, comparison_label(results, setting), confidence)
+            for setting, rows in stored_comparisons(results).items() if rows]
 
 
 def print_seeds(path: Path) -> None:
@@ -335,28 +335,30 @@ def print_seeds(path: Path) -> None:
         return
     if not results or not results["runs"]:
         return
-    setting = main_setting(results)
-    label = SETTINGS.get(setting, setting)
+    settings = " and ".join(SETTINGS.get(s, s) for s in summary_settings(results))
     print(f"\nAcross training seeds ({path.name}, python -m training.seeds): each variant trained with the same "
-          f"recipe and several seeds (seed 0 is the shipped bundle), {label}, on the {len(results['images'])} "
-          f"{results['split']} images; mean ± standard deviation over the seeds (n - 1), n and the seeds in the "
-          "second column. Diversity measures as in the diversity table.\n")
-    print(seeds_table(results, setting))
-    stages = seed_stages_table(results, setting)
+          f"recipe and several seeds (seed 0 is the shipped bundle), scored on the {len(results['images'])} "
+          f"{results['split']} images, {settings}; mean ± standard deviation over the seeds (n - 1; n and the "
+          "seeds in the third column). Diversity measures as in the diversity table.\n")
+    print(seeds_table(results))
+    stages = seed_stages_table(results)
     if stages:
         print("\nEach training stage across the seeds (SCST is scored only for the seeds where it beat "
-              "cross-entropy on dev, and then shipped):\n")
+              "cross-entropy on dev CIDEr-D, and then shipped):\n")
         print(stages)
-    print("\nEvery run:\n")
-    print(seed_runs_table(results, setting))
-    comparison = seed_comparison_table(results)
-    if comparison:
+    print("\nEvery run (dev CIDEr-D of greedy captions at the SCST epoch kept; epoch 0: the cross-entropy "
+          "weights):\n")
+    print(seed_runs_table(results))
+    comparisons = seed_comparison_tables(results)
+    if comparisons:
         sig = results["significance"]
-        print(f"\nDifferences between the variants across seeds and test images (first minus second; mean over "
+        print(f"\nDifferences between the variants across seeds and test images (first minus second; means over "
               f"seeds): a bootstrap that draws the test images (paired) and each variant's seeds with replacement "
               f"(captioning.significance.seed_bootstrap: {sig['resamples']:,} resamples, seed {sig['seed']}, "
-              f"percentile {sig['confidence']:.0%} interval, two-sided p).\n")
-        print(comparison)
+              f"percentile {sig['confidence']:.0%} interval, two-sided p).")
+        for table in comparisons:
+            print()
+            print(table)
 
 
 def print_diversity(weights: Path, data: str | Path, split: str) -> None:

@@ -12,7 +12,8 @@ seed 0 and the same recipe.  After each run the file gets that run's test scores
 setting in metrics.json, both training stages), the diversity of its captions
 (captioning.diversity), its greedy and beam k=3 captions (to recompute per-image statistics), and
 the comparison of every pair of variants by a bootstrap over test images and seeds
-(captioning.significance.seed_bootstrap); it is written atomically after every run.
+(captioning.significance.seed_bootstrap), greedy and beam k=3; it is written atomically after
+every run.
 
 Resumable: an interrupted multi-seed run continues where it stopped when run again (runs
 already recorded are skipped; a bundle trained but not yet recorded is recorded without training;
@@ -38,8 +39,8 @@ from captioning.bundle import CONFIG_FILE, METRICS_FILE, SAMPLES_FILE, VOCAB_FIL
 from captioning.corpus import Corpus
 from captioning.diversity import diversity
 from captioning.scst import ScstSettings
-from captioning.seed_runs import CAPTION_SETTINGS, FORMAT, SEED_RUNS_FILE, main_setting, read_seed_runs, runs_of, \
-    variants_of
+from captioning.seed_runs import (CAPTION_SETTINGS, FORMAT, SEED_RUNS_FILE, main_setting, read_seed_runs, runs_of,
+                                  summary_settings, variants_of)
 from captioning.significance import image_statistics, seed_pairwise, tokenize_references
 from captioning.training import TrainSettings
 from captioning.variants import VARIANTS
@@ -261,20 +262,24 @@ def record_run(results: dict, bundle: Path, variant: str, seed: int, shipped: bo
 
 
 def compute_significance(results: dict, context: Context) -> dict | None:
-    """Every pair of variants compared by the bootstrap over test images and seeds, on the main
-    setting's captions (beam k=3 when every run has them); None with fewer than two variants."""
-    setting = main_setting(results)
+    """Every pair of variants compared by the bootstrap over test images and seeds, under each
+    decoding setting whose captions every run has (greedy, beam k=3); None with fewer than two
+    variants."""
+    settings = summary_settings(results)
     variants = variants_of(results)
-    if setting is None or len(variants) < 2:
+    if not settings or len(variants) < 2:
         return None
     ids = results["images"]
-    stats = {v: [context.statistics(r, setting, ids) for r in runs_of(results, v)] for v in variants}
-    pairs = seed_pairwise(stats, context.resamples, context.bootstrap_seed, CONFIDENCE)
-    return {"setting": setting, "resamples": context.resamples, "seed": context.bootstrap_seed,
-            "confidence": CONFIDENCE, "method": "captioning.significance.seed_bootstrap: test images (paired) and "
-                                                "each variant's seeds resampled with replacement, percentile interval",
-            "seeds": {v: [r["seed"] for r in runs_of(results, v)] for v in variants},
-            "pairs": [{"a": a, "b": b, **{m: asdict(c) for m, c in result.items()}} for a, b, result in pairs]}
+    by_setting = {}
+    for setting in settings:
+        stats = {v: [context.statistics(r, setting, ids) for r in runs_of(results, v)] for v in variants}
+        pairs = seed_pairwise(stats, context.resamples, context.bootstrap_seed, CONFIDENCE)
+        by_setting[setting] = {"pairs": [{"a": a, "b": b, **{m: asdict(c) for m, c in result.items()}}
+                                         for a, b, result in pairs]}
+    return {"resamples": context.resamples, "seed": context.bootstrap_seed, "confidence": CONFIDENCE,
+            "method": "captioning.significance.seed_bootstrap: test images (paired) and each variant's seeds "
+                      "resampled with replacement, percentile interval",
+            "seeds": {v: [r["seed"] for r in runs_of(results, v)] for v in variants}, "settings": by_setting}
 
 
 def save(results: dict, context: Context) -> None:
