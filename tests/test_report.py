@@ -91,6 +91,16 @@ def test_two_stage_bundles_show_both_stages_and_their_times(tmp_path):
     assert summary.endswith("120.0 min in all.")
 
 
+def test_a_run_without_scst_shows_no_scst_time(tmp_path):
+    weights = _weights(tmp_path, staged=True)
+    summary = json.loads((weights / "training_summary.json").read_text())
+    for v in summary["variants"]:
+        v.update(scst_seconds=0.0, scst_epochs=0)
+    (weights / "training_summary.json").write_text(json.dumps(summary))
+    line = report.run_summary(weights)
+    assert "learned: cross-entropy 600 s, evaluation 200 s (2300 s)" in line and "SCST" not in line
+
+
 def test_old_single_stage_bundles_are_still_read(tmp_path):
     weights = _weights(tmp_path, staged=False)
     assert "| learned | cross-entropy | beam k=3 | " in report.scores_table(weights)

@@ -187,7 +187,8 @@ def training_table(weights: Path) -> str:
 def _variant_times(v: dict) -> str:
     """One variant's timings from training_summary.json: per stage when the run recorded them."""
     stages = [(key, label) for key, label in (("cross_entropy_seconds", "cross-entropy"), ("scst_seconds", "SCST"),
-                                              ("evaluate_seconds", "evaluation")) if key in v]
+                                              ("evaluate_seconds", "evaluation"))
+              if key in v and not (key == "scst_seconds" and v.get("scst_epochs") == 0)]
     if not stages:  # a run before the two-stage recipe: one figure, word vectors and evaluation included
         return f"{v['variant']} {v['seconds']:.0f} s"
     return (f"{v['variant']}: " + ", ".join(f"{label} {v[key]:.0f} s" for key, label in stages)
@@ -200,9 +201,12 @@ def run_summary(weights: Path) -> str:
     if not run:
         return ""
     variants = "; ".join(_variant_times(v) for v in run["variants"])
-    staged = any("cross_entropy_seconds" in v for v in run["variants"])
-    note = ("cross-entropy includes the word vectors; evaluation scores both stages on the test split" if staged
-            else "each with its word vectors and evaluation")
+    if not any("cross_entropy_seconds" in v for v in run["variants"]):
+        note = "each with its word vectors and evaluation"
+    elif any(v.get("scst_epochs") for v in run["variants"]):
+        note = "cross-entropy includes the word vectors; evaluation scores both stages on the test split"
+    else:
+        note = "cross-entropy includes the word vectors; no fine-tuning stage"
     return (f"Training run ({SUMMARY_FILE}): image features {run['features_seconds']:.0f} s; {variants} "
             f"({note}); {run['total_seconds'] / 60:.1f} min in all.")
 
