@@ -109,6 +109,9 @@ def test_a_familiar_photo_gets_the_strict_threshold():
 # -- the committed models on the demo photos -------------------------------------------------------
 DEMO = ROOT / "demo" / "examples"
 NAMES = {"chelsea_cat.jpg": {"cat", "cats"}, "coffee.jpg": {"coffee", "cup", "cups", "mug"}, "rocket.jpg": {"rocket"}}
+# The committed word2vec model's best caption with "rocket" reads far worse per word than its plain
+# beam caption, so guided decoding falls back to the plain one (the margin rule) on this photo.
+FALLS_BACK = {("word2vec", "rocket.jpg")}
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +132,12 @@ def test_guided_names_what_the_encoder_sees(real_captioners, photo, variant):
     captioner = real_captioners[variant]
     assert captioner.familiarity is not None  # weights/familiarity.h5, found beside the bundles
     result = captioner.describe(DEMO / photo, method="guided", beam_width=3)
-    assert set(result.words) & NAMES[photo], f"{variant} {photo}: {result.caption!r} (concepts {result.concepts})"
+    if (variant, photo) in FALLS_BACK:
+        plain = captioner.describe(DEMO / photo, method="beam", beam_width=3)
+        assert result.fallback and result.concepts == [] and result.caption == plain.caption
+    else:
+        assert set(result.words) & NAMES[photo], f"{variant} {photo}: {result.caption!r} ({result.concepts})"
+        assert not result.fallback
     assert result.labels and result.labels[0][1] >= result.labels[-1][1]
     assert result.candidates[0][0] == result.caption
     assert result.familiarity is not None
