@@ -147,7 +147,8 @@ def run_rows(results: dict, settings: list[str] | None = None) -> tuple[list[str
     """(headers, rows): every run, the stage it ships (with SCST's best epoch and dev CIDEr-D) and
     its BLEU-4 and CIDEr under each setting."""
     settings = settings if settings is not None else summary_settings(results)
-    headers = ["model", "seed", "shipped stage", "dev CIDEr-D (SCST epoch)",
+    fine_tuned = any(r.get("fine_tuning") for r in results["runs"])
+    headers = ["model", "seed", "shipped stage", *(["dev CIDEr-D (SCST epoch)"] if fine_tuned else []),
                *(f"{m} {SETTING_LABELS.get(s, s)}" for s in settings for m in ("BLEU-4", "CIDEr"))]
     rows = []
     for variant in variants_of(results):
@@ -155,11 +156,16 @@ def run_rows(results: dict, settings: list[str] | None = None) -> tuple[list[str
             seed = f"{r['seed']} (shipped bundle)" if r.get("shipped_bundle") else str(r["seed"])
             fine_tuning = r.get("fine_tuning") or {}
             dev, best = fine_tuning.get("dev_cider") or [], fine_tuning.get("best_epoch", 0)
-            dev_cell = f"{dev[best]:.3f} ({best})" if len(dev) > best else "–"
+            dev_cell = [f"{dev[best]:.3f} ({best})" if len(dev) > best else "–"] if fine_tuned else []
             scores = [f"{r['scores'][s][m]:.3f}" if s in r["scores"] else "–" for s in settings
                       for m in ("BLEU-4", "CIDEr")]
-            rows.append([variant, seed, STAGE_LABELS.get(r.get("shipped_stage"), "cross-entropy"), dev_cell, *scores])
+            rows.append([variant, seed, STAGE_LABELS.get(r.get("shipped_stage"), "cross-entropy"), *dev_cell, *scores])
     return headers, rows
+
+
+def fine_tuned(results: dict) -> bool:
+    """Whether any run went through the SCST stage (its test scores per stage are worth a table)."""
+    return any(r.get("fine_tuning") for r in results["runs"])
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -179,4 +185,5 @@ def comparison_label(results: dict, setting: str) -> str:
     """The first cell of a comparison table's header: the setting and the seeds per variant."""
     seeds = (results.get("significance") or {}).get("seeds") or {}
     counts = sorted({len(s) for s in seeds.values()})
-    return f"{SETTING_LABELS.get(setting, setting)}, {'/'.join(map(str, counts)) or '?'} seeds"
+    n = "/".join(map(str, counts)) or "?"
+    return f"{SETTING_LABELS.get(setting, setting)}, {n} seed{'' if n == '1' else 's'}"

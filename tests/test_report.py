@@ -160,6 +160,7 @@ def _seed_runs(folder: Path) -> Path:
                          "scores": scores, "stages": {"cross_entropy": {"beam3": {"BLEU-4": 0.19, "METEOR": 0.19,
                                                                                   "CIDEr": base - 0.03}},
                                                       "scst": {"beam3": scores["beam3"]} if seed else None},
+                         "fine_tuning": {"best_epoch": 1 if seed else 0, "dev_cider": [0.5, 0.52]},
                          "diversity": {"beam3": {"types": 400 + seed, "ttr1": 0.04, "ttr2": 0.11, "novelty": 0.85,
                                                  "coverage": 0.16, "loc": 0.58}},
                          "captions": {"greedy": ["a dog"], "beam3": ["a dog"]}})
@@ -203,9 +204,23 @@ def test_report_prints_the_seed_tables(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| beam k=3, 3 seeds | ΔCIDEr-D [95% CI] |" in out
     assert "| fasttext − word2vec | -0.020 [-0.035, -0.005] | 0.010 | yes |" in out
-    assert "| learned | 0 (shipped bundle) | SCST | – | 0.200 | 0.500 | 0.200 | 0.500 |" in out
+    assert "| learned | 0 (shipped bundle) | SCST | 0.500 (0) | 0.200 | 0.500 | 0.200 | 0.500 |" in out
+    assert "| learned | 1 | SCST | 0.520 (1) | 0.205 | 0.510 | 0.205 | 0.510 |" in out
+    assert "Each training stage across the seeds" in out
     report.print_seeds(tmp_path / "absent.json")
     assert capsys.readouterr().out == ""
+
+
+def test_report_without_fine_tuning_leaves_out_the_stage_columns(tmp_path, capsys):
+    path = _seed_runs(tmp_path)
+    results = json.loads(path.read_text())
+    for run in results["runs"]:
+        run.update(fine_tuning=None, stages=None, shipped_stage="cross_entropy")
+    path.write_text(json.dumps(results))
+    report.print_seeds(path)
+    out = capsys.readouterr().out
+    assert "Each training stage" not in out and "dev CIDEr-D" not in out
+    assert "| learned | 0 (shipped bundle) | cross-entropy | 0.200 | 0.500 | 0.200 | 0.500 |" in out
 
 
 def test_about_tab_shows_the_seeds_with_error_bars(tmp_path):

@@ -20,8 +20,9 @@ from pathlib import Path
 from captioning.corpus import Corpus, CorpusError, load_corpus
 from captioning.diversity import diversity, held_out_references, mean_local_recall
 from captioning.ensemble import ENSEMBLE_METRICS_FILE, ENSEMBLE_SAMPLES_FILE
-from captioning.seed_runs import (SEED_RUNS_FILE, STAGE_LABELS, comparison_label, markdown_table, read_seed_runs,
-                                  run_rows, seeds_rows, stage_rows, stored_comparisons, summary_settings)
+from captioning.seed_runs import (SEED_RUNS_FILE, STAGE_LABELS, comparison_label, fine_tuned, markdown_table,
+                                  read_seed_runs, run_rows, seeds_rows, stage_rows, stored_comparisons,
+                                  summary_settings)
 from captioning.variants import VARIANTS
 from captioning.vocab import N_SPECIAL
 from captioning.significance import comparison_table
@@ -345,13 +346,13 @@ def print_seeds(path: Path) -> None:
           f"{results['split']} images, {settings}; mean ± standard deviation over the seeds (n - 1; n and the "
           "seeds in the third column). Diversity measures as in the diversity table.\n")
     print(seeds_table(results))
-    stages = seed_stages_table(results)
+    stages = seed_stages_table(results) if fine_tuned(results) else ""
     if stages:
         print("\nEach training stage across the seeds (SCST is scored only for the seeds where it beat "
               "cross-entropy on dev CIDEr-D, and then shipped):\n")
         print(stages)
-    print("\nEvery run (dev CIDEr-D of greedy captions at the SCST epoch kept; epoch 0: the cross-entropy "
-          "weights):\n")
+    print("\nEvery run" + (" (dev CIDEr-D at the SCST epoch kept; epoch 0: the cross-entropy weights)"
+                            if fine_tuned(results) else "") + ":\n")
     print(seed_runs_table(results))
     comparisons = seed_comparison_tables(results)
     if comparisons:
