@@ -9,14 +9,23 @@ Checkpoint folder layout (all written atomically):
     state.json   epoch count, best validation loss, epochs without improvement, history
                  and what the run trains (decoder sizes, training data): a checkpoint of another
                  model or data set is not resumed
+
+Under a ``tf.distribute`` strategy (:mod:`captioning.distribute`) the same loop trains the
+same global batches, split across the replicas; only the chief writes that folder.  The other
+workers of a multi-worker run write their checkpoints to a temporary folder of their own,
+deleted when they finish, and resume from the chief's folder when they can read it (the same
+``--runs`` on storage every worker sees).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +33,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from . import distribute
 from .bundle import write_json
 from .data import CaptionBatches
 from .model import DecoderConfig, build_decoder
@@ -69,6 +79,9 @@ def _run_identity(config: DecoderConfig, train: CaptionBatches) -> dict:
     return {"decoder": config.to_dict(), "train_data": digest.hexdigest()[:16]}
 
 
+LAST, BEST, STATE = "last.keras", "best.weights.h5", "state.json"  # the checkpoint folder's files
+
+
 def fit_decoder(
     config: DecoderConfig,
     train: CaptionBatches,
@@ -76,12 +89,32 @@ def fit_decoder(
     settings: TrainSettings,
     checkpoint_dir: str | Path,
     embedding_matrix: np.ndarray | None = None,
+    strategy=None,
 ) -> tuple[keras.Model, dict]:
     """Train (or resume) and return the model holding its best weights, with the history:
-    ``{"loss": [...], "val_loss": [...], "epoch_seconds": [...], "best_epoch": n, "stopped_early": bool}``."""
+    ``{"loss": [...], "val_loss": [...], "epoch_seconds": [...], "best_epoch": n, "stopped_early": bool}``.
+
+    ``strategy``: a ``tf.distribute`` strategy from :func:`captioning.distribute.make_strategy`
+    (created before any other TensorFlow op), or None for one process on one device.  With a
+    strategy the returned model is a plain single-device copy of the trained weights, so that
+    evaluation and fine-tuning afterwards run on this worker alone."""
     checkpoint_dir = Path(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    last, best, state_file = checkpoint_dir / "last.keras", checkpoint_dir / "best.weights.h5", checkpoint_dir / "state.json"
+    if distribute.is_chief(strategy):
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        return _fit(config, train, dev, settings, checkpoint_dir, embedding_matrix, strategy)
+    own = Path(tempfile.mkdtemp(prefix=f"worker{distribute.worker_index(strategy)}-checkpoints-"))
+    try:
+        for name in (LAST, BEST, STATE):  # the chief's checkpoint, where this worker can read it
+            if (checkpoint_dir / name).is_file():
+                shutil.copy2(checkpoint_dir / name, own / name)
+        return _fit(config, train, dev, settings, own, embedding_matrix, strategy)
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+def _fit(config: DecoderConfig, train: CaptionBatches, dev: CaptionBatches, settings: TrainSettings,
+         checkpoint_dir: Path, embedding_matrix: np.ndarray | None, strategy) -> tuple[keras.Model, dict]:
+    last, best, state_file = checkpoint_dir / LAST, checkpoint_dir / BEST, checkpoint_dir / STATE
     keras.utils.set_random_seed(settings.seed)
 
     identity = _run_identity(config, train)
@@ -89,27 +122,39 @@ def fit_decoder(
     if state is not None and state.get("run", identity) != identity:  # checkpoints without "run" predate the check
         log.warning("%s holds a checkpoint of a different model or training data; starting afresh", checkpoint_dir)
         state = None
-    if state is not None:
-        model = keras.saving.load_model(last, safe_mode=True)
-        log.info("resuming after epoch %d (best validation loss %.4f)", state["epoch"], state["best_val_loss"])
-    else:
-        state = {"epoch": 0, "best_val_loss": float("inf"), "best_epoch": 0, "wait": 0,
-                 "learning_rate": settings.learning_rate,
-                 "history": {"loss": [], "val_loss": [], "epoch_seconds": [], "learning_rate": []}}
-        model = compile_decoder(build_decoder(config, embedding_matrix), settings)
+    if strategy is not None:
+        log.info("training with %s", distribute.describe(strategy))
+        distribute.check_same_on_all_workers(strategy, {
+            "resume epoch": state["epoch"] if state else 0, "training batches": len(train),
+            "training data digest": int(identity["train_data"][:12], 16)})
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        if state is not None:
+            model = keras.saving.load_model(last, safe_mode=True)
+            log.info("resuming after epoch %d (best validation loss %.4f)", state["epoch"], state["best_val_loss"])
+        else:
+            state = {"epoch": 0, "best_val_loss": float("inf"), "best_epoch": 0, "wait": 0,
+                     "learning_rate": settings.learning_rate,
+                     "history": {"loss": [], "val_loss": [], "epoch_seconds": [], "learning_rate": []}}
+            model = compile_decoder(build_decoder(config, embedding_matrix), settings)
     state["run"] = identity
 
     history = state["history"]
-    train_data, dev_data = train.dataset(), dev.dataset()
+    if strategy is None:
+        train_data, dev_data = train.dataset(), dev.dataset()
+    else:
+        trainer = distribute.DistributedTrainer(model, strategy, train, dev)
     stopped_early = state["wait"] >= settings.patience
     while state["epoch"] < settings.epochs and not stopped_early:
         epoch = state["epoch"]
         model.optimizer.learning_rate.assign(state["learning_rate"])
         started = time.perf_counter()
-        result = model.fit(train_data, validation_data=dev_data, epochs=epoch + 1,
-                           initial_epoch=epoch, shuffle=False, verbose=0)
+        if strategy is None:
+            result = model.fit(train_data, validation_data=dev_data, epochs=epoch + 1,
+                               initial_epoch=epoch, shuffle=False, verbose=0)
+            loss, val_loss = result.history["loss"][-1], result.history["val_loss"][-1]
+        else:
+            loss, val_loss = trainer.epoch()
         seconds = time.perf_counter() - started
-        loss, val_loss = result.history["loss"][-1], result.history["val_loss"][-1]
         history["loss"].append(float(loss))
         history["val_loss"].append(float(val_loss))
         history["epoch_seconds"].append(round(seconds, 2))
@@ -131,4 +176,13 @@ def fit_decoder(
         stopped_early = state["wait"] >= settings.patience
 
     model.load_weights(best)
+    if strategy is not None:  # what follows (evaluation, fine-tuning, saving) runs on one worker, one device
+        model = _single_device_copy(model, config, settings)
     return model, {**history, "best_epoch": state["best_epoch"], "stopped_early": stopped_early}
+
+
+def _single_device_copy(model: keras.Model, config: DecoderConfig, settings: TrainSettings) -> keras.Model:
+    """The trained weights in a decoder built outside any strategy (plain variables on this host)."""
+    copy = compile_decoder(build_decoder(config), settings)
+    copy.set_weights(model.get_weights())
+    return copy

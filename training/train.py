@@ -36,6 +36,8 @@ from captioning.bundle import (LOSS_CURVE_FILE, Bundle, publish, restore_bundle,
 from captioning.captioner import Captioner
 from captioning.corpus import Corpus
 from captioning.data import CaptionBatches, encode_captions
+from captioning.distribute import (STRATEGIES, DistributeError, is_chief, make_strategy, wait_for_all_workers,
+                                   worker_index)
 from captioning.embeddings import embedding_matrix, load_vectors, train_vectors
 from captioning.encoders import ImageEncoder, load_encoder
 from captioning.model import DecoderConfig
@@ -78,6 +80,12 @@ def parse_args(argv=None):
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--limit-images", type=int,
                        help="use only the first N train/dev/test images (quick experiments and tests)")
+    train.add_argument("--strategy", choices=STRATEGIES, default="default",
+                       help="cross-entropy training with tf.distribute: 'mirrored' on every local GPU, "
+                            "'multiworker' on the hosts in TF_CONFIG (run the same command on each; worker 0 "
+                            "is the chief). Same global batches, same result as 'default' up to rounding. "
+                            "Evaluation, SCST and publishing run on the chief alone, on one device; the other "
+                            "workers stop after training (default: %(default)s)")
     scst = parser.add_argument_group("self-critical fine-tuning (stage 2)")
     scst_defaults = ScstSettings()
     scst.add_argument("--scst-epochs", type=int, default=0,
@@ -120,6 +128,7 @@ class Shared:
     features: np.ndarray  # one row per image
     index: dict[str, int]  # image name -> row
     vocab: Vocabulary
+    strategy: object = None  # tf.distribute strategy of the cross-entropy stage (None: one device)
 
 
 @dataclass
@@ -140,6 +149,11 @@ def train_variant(variant: str, run: Shared) -> dict:
     matrix, embedding = choose_embedding(variant, run)
     trained = train_decoder(variant, run, embedding, matrix)
     clock.lap("cross_entropy_seconds")
+    if not is_chief(run.strategy):  # the chief alone evaluates, fine-tunes and publishes
+        log.info("%s: trained; the chief evaluates, fine-tunes and publishes", variant)
+        return {"variant": variant, "seconds": round(clock.total, 1), "epochs": len(trained.history["loss"]),
+                "seconds_per_epoch": seconds_per_epoch(trained.history),
+                "loss": trained.history["loss"], "val_loss": trained.history["val_loss"]}
     cross_entropy_scores = None
     if not run.args.no_evaluate and run.args.scst_epochs > 0:  # scored now: fine-tuning changes the weights
         cross_entropy_scores = evaluate_model(variant, trained.model, run)[0]["scores"]
@@ -201,7 +215,8 @@ def train_decoder(variant: str, run: Shared, embedding: dict, matrix: np.ndarray
     dev_batches = CaptionBatches(run.features, *dev, 256, shuffle=False)
     log.info("%s: %d training captions in %d batches, %d dev captions", variant, len(train[1]), len(train_batches),
              len(dev[1]))
-    model, history = fit_decoder(decoder, train_batches, dev_batches, settings, Path(args.runs) / variant, matrix)
+    model, history = fit_decoder(decoder, train_batches, dev_batches, settings, Path(args.runs) / variant, matrix,
+                                 strategy=run.strategy)
     return Trained(model, history, decoder, settings, len(train[1]))
 
 
@@ -246,7 +261,9 @@ def bundle_config(variant: str, run: Shared, embedding: dict, trained: Trained, 
         "decoder": trained.decoder.to_dict(),
         "embedding": embedding,
         "vocab": {"size": len(run.vocab), "min_count": args.min_count},
-        "training": {**trained.settings.to_dict(), "epochs_run": len(history["loss"]),
+        "training": {**trained.settings.to_dict(), "strategy": args.strategy,
+                     "replicas": run.strategy.num_replicas_in_sync if run.strategy else 1,
+                     "epochs_run": len(history["loss"]),
                      "best_epoch": history["best_epoch"], "seconds": round(train_seconds, 1),
                      "seconds_per_epoch": seconds_per_epoch(history),
                      "best_val_loss": round(min(history["val_loss"]), 4)},
@@ -308,7 +325,7 @@ def limit_corpus(corpus, n: int):
     return corpus
 
 
-def prepare(args) -> Shared:
+def prepare(args, strategy=None) -> Shared:
     """Read the corpus, extract (or reuse) the image features, build the vocabulary."""
     started = time.perf_counter()
     corpus = corpus_from_args(args)
@@ -320,28 +337,37 @@ def prepare(args) -> Shared:
     log.info("features for %d images ready after %.1f s", len(images), time.perf_counter() - started)
     vocab = Vocabulary.build(corpus.split_captions("train"), min_count=args.min_count)
     log.info("vocabulary: %d words seen at least %d times in the training captions", len(vocab), args.min_count)
-    return Shared(args, corpus, encoder, features, index, vocab)
+    return Shared(args, corpus, encoder, features, index, vocab, strategy)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:  # before any other TensorFlow op: MultiWorkerMirroredStrategy must come first
+        strategy = make_strategy(args.strategy)
+    except DistributeError as error:
+        raise SystemExit(f"error: {error}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    setup_logging(out / "training.log")
+    chief = is_chief(strategy)  # any other worker writes only its log and its summary into <out>
+    worker = "" if chief else f"-worker{worker_index(strategy)}"
+    setup_logging(out / f"training{worker}.log")
     started = time.perf_counter()
     log.info("training %s from %s", args.variant, args.captions or args.data)
     variants = list(VARIANTS) if args.variant == "all" else [args.variant]
-    for variant in variants:  # a publish killed between its two renames leaves <out>/<variant>/ missing
+    for variant in variants if chief else []:  # a publish killed between its two renames leaves <out>/<variant>/ missing
         restore_bundle(out / variant)
 
-    run = prepare(args)
+    run = prepare(args, strategy)
     feature_seconds = time.perf_counter() - started
     results = [train_variant(v, run) for v in variants]
+    wait_for_all_workers(strategy)  # the other workers wait here for the chief's evaluation and fine-tuning
     total = time.perf_counter() - started
     summary = {"finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "features_seconds": round(feature_seconds, 1), "variants": results, "total_seconds": round(total, 1)}
-    write_json(out / SUMMARY_FILE, summary)
+    write_json(out / (SUMMARY_FILE if chief else f"training_summary{worker}.json"), summary)
     log.info("done: %s", json.dumps(summary))
+    if not chief:
+        return 0
     training = feature_seconds + sum(r["cross_entropy_seconds"] + r["scst_seconds"] for r in results)
     log.info("from raw images: %.1f min of training (features + word vectors + both stages), %.1f min in all "
              "with evaluation and saving", training / 60, total / 60)
