@@ -29,7 +29,8 @@ VARIANT = "learned"
 EPOCHS = 4
 TRAIN_ARGS = ["--limit-images", "30", "--epochs", str(EPOCHS), "--embedding-dim", "16", "--units", "16",
               "--min-count", "2", "--variant", VARIANT, "--settings", "greedy",
-              "--patience", "10"]  # no early stop: every run trains exactly EPOCHS epochs
+              "--patience", "10",  # no early stop: every run trains exactly EPOCHS epochs
+              "--batch-size", "8"]  # ~20 steps an epoch, so that a signal sent after epoch 1 lands mid-run
 WAIT_SECONDS = 240
 
 
