@@ -322,8 +322,9 @@ class DistributedTrainer:
 
     def _pass(self, batches: DistributedBatches, data, step) -> float:
         iterator = iter(data)
-        total = sum(float(step(iterator)) * len(members) for members in batches.order)
-        return total / sum(len(members) for members in batches.order)
+        losses = [step(iterator) for _ in batches.order]  # read back at the end: no wait after each step
+        sizes = [len(members) for members in batches.order]
+        return sum(float(loss) * size for loss, size in zip(losses, sizes)) / sum(sizes)
 
     def epoch(self) -> tuple[float, float]:
         """One pass over the training batches, then the dev loss: ``(loss, val_loss)``."""
