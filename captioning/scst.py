@@ -10,6 +10,7 @@ REINFORCE on the test metric:
         reward r = CIDEr-D of each caption against the image's training references
         advantage a = r - mean reward of the image's other k-1 samples   (the self-critical baseline)
         loss = -mean over words of a * log p(word | prefix, image)       (one teacher-forced Keras pass)
+             + w * cross-entropy of the images' reference captions        (optional, w = cross_entropy_weight)
 
 The baseline makes the update push up the captions better than their siblings and push down
 the worse ones, with no value network.  CIDEr-D is pycocoevalcap's own scorer; its document
@@ -58,6 +59,9 @@ class ScstSettings:
     learning_rate: float = 5e-5
     clipnorm: float = 5.0
     select_beam_width: int = 3  # epochs are compared by dev CIDEr-D of the captions this beam gives (1: greedy)
+    # Weight of the batch images' reference captions' cross-entropy added to the loss (0: pure SCST).
+    # Pure SCST narrows the vocabulary to the safest words; the references pull it back.
+    cross_entropy_weight: float = 0.0
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -163,25 +167,47 @@ def teacher_forcing_arrays(ids: np.ndarray, start_id: int) -> tuple[np.ndarray, 
     return caption_in, ids, (ids != 0).astype(np.float32)
 
 
-def make_policy_gradient_step(model: keras.Model, optimizer: keras.optimizers.Optimizer):
+def _mean_log_prob(model: keras.Model, features, caption_in, target, weights, scale=None):
+    """sum over words of scale x log p(target word | prefix, image) / number of words (scale (n,) or 1)."""
+    import tensorflow as tf
+
+    probs = model({"image_features": features, "caption_in": caption_in}, training=False)  # (n, T, V)
+    log_probs = tf.math.log(tf.maximum(tf.gather(probs, target, batch_dims=2), 1e-12))  # (n, T)
+    if scale is not None:
+        log_probs = scale[:, None] * log_probs
+    return tf.reduce_sum(log_probs * weights) / tf.reduce_sum(weights)
+
+
+def make_policy_gradient_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                              cross_entropy_weight: float = 0.0):
     """A compiled step: (features (n, f), caption_in (n, T), target (n, T), weights (n, T),
-    advantages (n,)) -> loss, applying the gradient of -mean(advantage x log p(target word))
-    over the words of the samples."""
+    advantages (n,)[, references]) -> loss, applying the gradient of -mean(advantage x log p(target
+    word)) over the words of the samples.  With ``cross_entropy_weight`` > 0, ``references`` =
+    (features (m, f), caption_in (m, T'), target (m, T'), weights (m, T')) of reference captions
+    whose mean per-word cross-entropy, times the weight, is added to the loss."""
     import tensorflow as tf
 
     variables = model.trainable_variables
 
     @tf.function(reduce_retracing=True)
-    def step(features, caption_in, target, weights, advantages):
+    def step(features, caption_in, target, weights, advantages, references=None):
         with tf.GradientTape() as tape:
-            probs = model({"image_features": features, "caption_in": caption_in}, training=False)  # (n, T, V)
-            word_probs = tf.gather(probs, target, batch_dims=2)  # (n, T)
-            log_probs = tf.math.log(tf.maximum(word_probs, 1e-12))
-            loss = -tf.reduce_sum(advantages[:, None] * log_probs * weights) / tf.reduce_sum(weights)
+            loss = -_mean_log_prob(model, features, caption_in, target, weights, advantages)
+            if cross_entropy_weight > 0:
+                loss += cross_entropy_weight * -_mean_log_prob(model, *references)
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
     return step
+
+
+def reference_arrays(vocab: Vocabulary, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reference captions (cleaned text) -> teacher-forcing (caption_in, target, weights), each (m, T)."""
+    encoded = [vocab.encode(caption) for caption in captions]  # <start> ... <end>
+    ids = np.zeros((len(encoded), max(len(e) for e in encoded) - 1), dtype=np.int32)
+    for row, sequence in enumerate(encoded):
+        ids[row, :len(sequence) - 1] = sequence[1:]
+    return teacher_forcing_arrays(ids, vocab.start_id)
 
 
 def best_captions(decoder: Decoder, features: np.ndarray, max_length: int, beam_width: int) -> list[list[str]]:
@@ -195,11 +221,13 @@ def best_captions(decoder: Decoder, features: np.ndarray, max_length: int, beam_
 
 @dataclass
 class ScstData:
-    """One split for SCST: image names, their feature rows (n, feature_dim), their reward."""
+    """One split for SCST: image names, their feature rows (n, feature_dim), their reward and, for
+    the cross-entropy term, each image's reference captions (cleaned text)."""
 
     images: list[str]
     features: np.ndarray
     reward: CiderDReward
+    references: list[list[str]] | None = None
 
 
 def dev_cider(model: keras.Model, vocab: Vocabulary, dev: ScstData, max_length: int, beam_width: int) -> float:
@@ -232,8 +260,10 @@ def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstD
         save_atomic(model.save_weights, best)
         log.info("SCST: dev CIDEr-D %.4f before fine-tuning", state["dev_cider"][0])
 
+    if settings.cross_entropy_weight > 0 and train.references is None:
+        raise ValueError("a cross-entropy weight needs the training images' reference captions (ScstData.references)")
     optimizer = keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clipnorm)
-    step = make_policy_gradient_step(model, optimizer)
+    step = make_policy_gradient_step(model, optimizer, settings.cross_entropy_weight)
     k, per_batch = settings.samples_per_image, settings.images_per_batch
     while state["epoch"] < settings.epochs:
         epoch = state["epoch"]
@@ -250,7 +280,13 @@ def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstD
             reward = train.reward(images, words, finished).reshape(len(members), k)
             advantages = leave_one_out_advantages(reward).reshape(-1).astype(np.float32)
             caption_in, target, weights = teacher_forcing_arrays(ids, vocab.start_id)
-            step(np.repeat(features, k, axis=0).astype(np.float32), caption_in, target, weights, advantages)
+            references = None
+            if settings.cross_entropy_weight > 0:
+                counts = [len(train.references[m]) for m in members]
+                references = (np.repeat(features, counts, axis=0).astype(np.float32),
+                              *reference_arrays(vocab, [c for m in members for c in train.references[m]]))
+            step(np.repeat(features, k, axis=0).astype(np.float32), caption_in, target, weights, advantages,
+                 references)
             decoder = StepDecoder(model, vocab)  # the sampler follows the updated weights
             rewards.append(reward.mean())
         score = dev_cider(model, vocab, dev, max_length, settings.select_beam_width)

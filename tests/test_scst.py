@@ -14,7 +14,7 @@ from pycocoevalcap.cider.cider_scorer import CiderScorer
 from captioning.decoding import StepDecoder
 from captioning.model import DecoderConfig, build_decoder
 from captioning.scst import (CiderDReward, ScstData, ScstSettings, fine_tune, leave_one_out_advantages,
-                             make_policy_gradient_step, sample_captions, teacher_forcing_arrays)
+                             make_policy_gradient_step, reference_arrays, sample_captions, teacher_forcing_arrays)
 from captioning.text import END
 from captioning.vocab import Vocabulary
 
@@ -127,6 +127,48 @@ def test_policy_gradient_step_follows_the_sign_of_the_advantage():
     assert logprob() < raised - 0.01
 
 
+def test_reference_arrays_teacher_force_the_references():
+    vocab = Vocabulary(["<pad>", "<unk>", "<start>", "<end>", "a", "dog", "runs"])
+    caption_in, target, weights = reference_arrays(vocab, ["a dog runs", "a cat"])
+    a, dog, runs, unk = (vocab.index[w] for w in ("a", "dog", "runs", "<unk>"))
+    np.testing.assert_array_equal(caption_in, [[vocab.start_id, a, dog, runs], [vocab.start_id, a, unk, vocab.end_id]])
+    np.testing.assert_array_equal(target, [[a, dog, runs, vocab.end_id], [a, unk, vocab.end_id, 0]])
+    np.testing.assert_array_equal(weights, [[1, 1, 1, 1], [1, 1, 1, 0]])
+
+
+def test_cross_entropy_term_pulls_towards_the_references():
+    """With zero advantages the policy-gradient term is zero: without the cross-entropy term the step
+    changes nothing; with it, the references' likelihood rises."""
+    vocab, model = _tiny()
+    features = np.ones((1, 6), dtype=np.float32)
+    sample = teacher_forcing_arrays(np.array([[vocab.index["a"], vocab.end_id]]), vocab.start_id)
+    references = (features, *reference_arrays(vocab, ["the dog runs"]))
+    zero = np.zeros(1, dtype=np.float32)
+
+    def reference_logprob():
+        _, caption_in, target, weights = references
+        probs = model({"image_features": features, "caption_in": caption_in}, training=False).numpy()
+        return float((np.log(probs[0, np.arange(target.shape[1]), target[0]]) * weights[0]).sum())
+
+    weights_before = [w.copy() for w in model.get_weights()]
+    make_policy_gradient_step(model, keras.optimizers.SGD(0.5))(features, *sample, zero)
+    for before, after in zip(weights_before, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+    before = reference_logprob()
+    make_policy_gradient_step(model, keras.optimizers.SGD(0.5), cross_entropy_weight=1.0)(
+        features, *sample, zero, references)
+    assert reference_logprob() > before + 0.01
+
+
+def test_a_cross_entropy_weight_needs_the_references(toy_corpus, tmp_path):
+    images, features, references, words = toy_corpus
+    vocab, model = _tiny(words)
+    data = ScstData(images, features, CiderDReward(references))  # no reference captions given
+    with pytest.raises(ValueError, match="reference captions"):
+        fine_tune(model, vocab, data, data, 7, ScstSettings(epochs=1, cross_entropy_weight=0.5), tmp_path)
+
+
 def test_frozen_embeddings_stay_frozen():
     keras.utils.set_random_seed(0)
     vocab = Vocabulary(["<pad>", "<unk>", "<start>", "<end>", "a", "dog"])
@@ -170,6 +212,16 @@ def test_fine_tuning_raises_the_reward_and_keeps_the_best_epoch(toy_corpus, tmp_
     assert history["dev_cider"][history["best_epoch"]] == max(history["dev_cider"])
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["epoch"] == 12 and state["best_epoch"] == history["best_epoch"]
+
+
+def test_fine_tuning_with_the_cross_entropy_term_raises_the_reward(toy_corpus, tmp_path):
+    images, features, references, words = toy_corpus
+    vocab, model = _tiny(words)
+    data = ScstData(images, features, CiderDReward(references), [references[im] for im in images])
+    settings = ScstSettings(epochs=12, images_per_batch=4, learning_rate=3e-2, cross_entropy_weight=0.3)
+    _, history = fine_tune(model, vocab, data, data, max_length=7, settings=settings, checkpoint_dir=tmp_path)
+    assert np.mean(history["mean_reward"][-3:]) > np.mean(history["mean_reward"][:3]) + 0.3
+    assert history["best_epoch"] > 0
 
 
 def test_fine_tuning_resumes_after_an_interruption(toy_corpus, tmp_path, monkeypatch):

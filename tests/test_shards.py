@@ -257,3 +257,21 @@ def _no_encoder():
         encode_pixels = pixels
 
     return Unused()
+
+
+def test_readme_shows_the_recorded_feature_memory_and_it_is_flat():
+    """The README's memory table is `python -m tools.feature_memory --table` of the committed record,
+    verbatim; and in that record, what grows with the corpus is the captions, not the features."""
+    from tools.feature_memory import report
+
+    root = Path(__file__).resolve().parents[1]
+    saved = json.loads((root / "evaluation" / "feature_memory" / "feature_memory.json").read_text())
+    assert report(saved) in (root / "README.md").read_text(encoding="utf-8")
+    by_scale = {r["scale"]: r for r in saved["results"]}
+    assert sorted(by_scale) == [1, 4, 16]
+    small, large = by_scale[1], by_scale[16]
+    assert large["extract"]["peak_rss_mib"] < 1.1 * small["extract"]["peak_rss_mib"]
+    grown = large["train_shards"]["peak_rss_mib"] - small["train_shards"]["peak_rss_mib"]
+    captions_grown = (large["train_shards"]["stages"]["captions"]["rss_mib"]
+                      - small["train_shards"]["stages"]["captions"]["rss_mib"])
+    assert grown < captions_grown + 32  # MiB: the features add (almost) nothing

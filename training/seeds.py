@@ -111,7 +111,8 @@ def expected_recipe(targs: argparse.Namespace, corpus: Corpus) -> dict:
     training = TrainSettings(epochs=targs.epochs, batch_size=targs.batch_size, learning_rate=targs.learning_rate,
                              patience=targs.patience).to_dict()
     scst = ScstSettings(epochs=targs.scst_epochs, learning_rate=targs.scst_learning_rate,
-                        samples_per_image=targs.scst_samples).to_dict()
+                        samples_per_image=targs.scst_samples,
+                        cross_entropy_weight=targs.scst_cross_entropy).to_dict()
     decoder = {"units": targs.units, "dropout": targs.dropout}
     if not targs.vectors:
         decoder["embedding_dim"] = targs.embedding_dim

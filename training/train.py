@@ -95,6 +95,9 @@ def parse_args(argv=None):
     scst.add_argument("--scst-learning-rate", type=float, default=scst_defaults.learning_rate)
     scst.add_argument("--scst-samples", type=int, default=scst_defaults.samples_per_image,
                       help="captions sampled per image; each one's baseline is the others' mean reward")
+    scst.add_argument("--scst-cross-entropy", type=float, default=scst_defaults.cross_entropy_weight,
+                      help="weight of the reference captions' cross-entropy added to the SCST loss "
+                           "(default: %(default)s, pure SCST)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="weights", help="folder that receives <variant>/ bundles (default: %(default)s)")
     out.add_argument("--runs", default="runs", help="checkpoints of unfinished runs (default: %(default)s)")
@@ -223,8 +226,9 @@ def train_decoder(variant: str, run: Shared, embedding: dict, matrix: np.ndarray
 def scst_data(run: Shared, split: str) -> ScstData:
     """A split's images, their feature rows and their CIDEr-D reward (the split's references)."""
     images = run.corpus.split(split)
-    return ScstData(images, run.features[[run.index[im] for im in images]],
-                    CiderDReward(run.corpus.captions_of(images)))
+    references = run.corpus.captions_of(images)
+    return ScstData(images, run.features[[run.index[im] for im in images]], CiderDReward(references),
+                    [references[im] for im in images])
 
 
 def fine_tune_decoder(variant: str, run: Shared, trained: Trained) -> dict:
@@ -232,9 +236,10 @@ def fine_tune_decoder(variant: str, run: Shared, trained: Trained) -> dict:
     with the best dev CIDEr-D, possibly the starting ones).  Returns its history."""
     args = run.args
     settings = ScstSettings(epochs=args.scst_epochs, learning_rate=args.scst_learning_rate,
-                            samples_per_image=args.scst_samples, seed=args.seed)
-    log.info("%s: self-critical fine-tuning, %d epochs at learning rate %.0e", variant, settings.epochs,
-             settings.learning_rate)
+                            samples_per_image=args.scst_samples, cross_entropy_weight=args.scst_cross_entropy,
+                            seed=args.seed)
+    log.info("%s: self-critical fine-tuning, %d epochs at learning rate %.0e, cross-entropy weight %g", variant,
+             settings.epochs, settings.learning_rate, settings.cross_entropy_weight)
     _, history = fine_tune(trained.model, run.vocab, scst_data(run, "train"), scst_data(run, "dev"),
                            max_length_for(args.max_words), settings, Path(args.runs) / variant / "scst")
     return {**history, "settings": settings.to_dict()}
