@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from pycocoevalcap.cider.cider_scorer import CiderScorer
 
+from conftest import TINY_IMAGES_PER_SPLIT
+
 from captioning.decoding import StepDecoder
 from captioning.model import DecoderConfig, build_decoder
 from captioning.scst import (CiderDReward, ScstData, ScstSettings, fine_tune, leave_one_out_advantages,
@@ -282,3 +284,42 @@ def test_training_runs_both_stages_and_records_them(flickr8k, tmp_path):
     (variant,) = summary["variants"]
     assert variant["scst_epochs"] == 2
     assert all(variant[k] > 0 for k in ("cross_entropy_seconds", "scst_seconds", "evaluate_seconds"))
+
+
+def test_fine_tuning_finished_bundles_keeps_their_first_stage(flickr8k, tiny_weights, tmp_path):
+    """--from-bundles: stage 2 alone on cross-entropy bundles. The new bundle records the source's
+    cross-entropy stage unchanged, the fine-tuning (with its cross-entropy weight) and both stages'
+    scores; the timings go to fine_tuning_summary.json. A fine-tuned bundle is refused as a source."""
+    from training.train import main as train_main
+
+    def fine_tune_from(source, out, *extra):
+        return train_main([
+            "--data", str(flickr8k), "--variant", "fasttext", "--limit-images", str(TINY_IMAGES_PER_SPLIT),
+            "--min-count", "2", "--cache-dir", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"),
+            "--from-bundles", str(source), "--out", str(out), "--scst-epochs", "1", "--scst-learning-rate", "1e-3",
+            "--scst-cross-entropy", "0.5", "--settings", "greedy", *extra])
+
+    out = tmp_path / "tuned"
+    assert fine_tune_from(tiny_weights, out) == 0
+    source = json.loads((tiny_weights / "fasttext" / "config.json").read_text())
+    config = json.loads((out / "fasttext" / "config.json").read_text())
+    metrics = json.loads((out / "fasttext" / "metrics.json").read_text())
+    history = json.loads((out / "fasttext" / "history.json").read_text())
+    source_history = json.loads((tiny_weights / "fasttext" / "history.json").read_text())
+
+    assert config["embedding"] == source["embedding"] and config["decoder"] == source["decoder"]
+    for key in ("epochs_run", "best_epoch", "seconds", "best_val_loss", "learning_rate", "batch_size"):
+        assert config["training"][key] == source["training"][key]
+    assert history["loss"] == source_history["loss"] and len(history["scst"]["mean_reward"]) == 1
+    tuning = config["fine_tuning"]
+    assert tuning["epochs"] == 1 and tuning["cross_entropy_weight"] == 0.5 and len(tuning["dev_cider"]) == 2
+    assert config["shipped_stage"] == metrics["shipped_stage"]
+    assert set(metrics["stages"]["cross_entropy"]) == {"greedy"}
+    summary = json.loads((out / "fine_tuning_summary.json").read_text())
+    assert summary["from_bundles"] == str(tiny_weights) and summary["variants"][0]["scst_seconds"] > 0
+    assert not (out / "training_summary.json").exists()
+
+    with pytest.raises(SystemExit, match="fine-tuned already"):
+        fine_tune_from(out, tmp_path / "again")
+    with pytest.raises(SystemExit, match="another --max-words"):
+        fine_tune_from(tiny_weights, tmp_path / "other", "--max-words", "12")

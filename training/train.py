@@ -16,6 +16,11 @@ bundle already there; a bundle left missing by a run killed while moving it into
 place is recovered at the next start (captioning.bundle.restore_bundle).
 Checkpoints live in <runs>/<variant>/; running the same command again resumes
 from the last finished epoch.
+
+    python -m training.train --variant all --from-bundles weights --scst-epochs 8 --scst-cross-entropy 0.2
+
+runs stage 2 alone on finished cross-entropy bundles (the committed ones here) and writes the
+fine-tuned bundles, scored like any other, to --out; its timings go to fine_tuning_summary.json.
 """
 
 from __future__ import annotations
@@ -26,13 +31,13 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from captioning.bundle import (LOSS_CURVE_FILE, Bundle, publish, restore_bundle, save_bundle, staging_path,
-                               write_json)
+from captioning.bundle import (LOSS_CURVE_FILE, Bundle, load_bundle, publish, restore_bundle, save_bundle,
+                               staging_path, write_json)
 from captioning.captioner import Captioner
 from captioning.corpus import Corpus
 from captioning.data import CaptionBatches, encode_captions
@@ -52,6 +57,7 @@ from .evaluate import DECODING_SETTINGS, evaluate_captioner, write_evaluation
 from .report import plot_loss_curve
 
 log = logging.getLogger("training.train")
+FINE_TUNING_SUMMARY_FILE = "fine_tuning_summary.json"  # timings of a --from-bundles run
 
 
 def parse_args(argv=None):
@@ -95,6 +101,10 @@ def parse_args(argv=None):
     scst.add_argument("--scst-learning-rate", type=float, default=scst_defaults.learning_rate)
     scst.add_argument("--scst-samples", type=int, default=scst_defaults.samples_per_image,
                       help="captions sampled per image; each one's baseline is the others' mean reward")
+    scst.add_argument("--from-bundles", metavar="DIR",
+                      help="skip the cross-entropy stage: fine-tune the finished bundles DIR/<variant>/ (e.g. the "
+                           "committed weights/) with the --scst-* options; they must be cross-entropy bundles "
+                           "of this data (same vocabulary, encoder and --max-words)")
     scst.add_argument("--scst-cross-entropy", type=float, default=scst_defaults.cross_entropy_weight,
                       help="weight of the reference captions' cross-entropy added to the SCST loss "
                            "(default: %(default)s, pure SCST)")
@@ -105,6 +115,10 @@ def parse_args(argv=None):
     out.add_argument("--settings", nargs="+", default=list(DECODING_SETTINGS),
                      help="decoding settings to evaluate (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.from_bundles and args.scst_epochs < 1:
+        parser.error("--from-bundles fine-tunes finished bundles: give --scst-epochs N (at least 1)")
+    if args.from_bundles and args.strategy != "default":
+        parser.error("--from-bundles runs the fine-tuning alone, which runs on one device: leave out --strategy")
     if args.vectors and args.variant not in PRETRAINED_VARIANTS:
         parser.error(f"--vectors needs --variant {' or '.join(PRETRAINED_VARIANTS)}")
     return args
@@ -149,9 +163,14 @@ def train_variant(variant: str, run: Shared) -> dict:
     """The recipe: embedding -> cross-entropy -> (score it) -> SCST -> stage -> evaluate -> publish.
     Returns the timings of each stage."""
     clock = Stopwatch()
-    matrix, embedding = choose_embedding(variant, run)
-    trained = train_decoder(variant, run, embedding, matrix)
-    clock.lap("cross_entropy_seconds")
+    if run.args.from_bundles:
+        trained, embedding, cross_entropy_seconds = trained_from_bundle(variant, run)
+        clock.lap("cross_entropy_seconds")
+    else:
+        matrix, embedding = choose_embedding(variant, run)
+        trained = train_decoder(variant, run, embedding, matrix)
+        clock.lap("cross_entropy_seconds")
+        cross_entropy_seconds = clock.seconds["cross_entropy_seconds"]
     if not is_chief(run.strategy):  # the chief alone evaluates, fine-tunes and publishes
         log.info("%s: trained; the chief evaluates, fine-tunes and publishes", variant)
         return {"variant": variant, "seconds": round(clock.total, 1), "epochs": len(trained.history["loss"]),
@@ -163,7 +182,7 @@ def train_variant(variant: str, run: Shared) -> dict:
         clock.lap("evaluate_seconds")
     scst_history = fine_tune_decoder(variant, run, trained) if run.args.scst_epochs > 0 else None
     clock.lap("scst_seconds")
-    staging = stage_bundle(variant, run, embedding, trained, clock.seconds["cross_entropy_seconds"], scst_history)
+    staging = stage_bundle(variant, run, embedding, trained, cross_entropy_seconds, scst_history)
     if not run.args.no_evaluate:
         evaluate_staged(staging, run, cross_entropy_scores, scst_history)
         clock.lap("evaluate_seconds")
@@ -221,6 +240,29 @@ def train_decoder(variant: str, run: Shared, embedding: dict, matrix: np.ndarray
     model, history = fit_decoder(decoder, train_batches, dev_batches, settings, Path(args.runs) / variant, matrix,
                                  strategy=run.strategy)
     return Trained(model, history, decoder, settings, len(train[1]))
+
+
+def trained_from_bundle(variant: str, run: Shared) -> tuple[Trained, dict, float]:
+    """Stage 1 as a finished bundle recorded it (--from-bundles): (its decoder and how it was trained,
+    its ``embedding`` section, the seconds its cross-entropy stage took)."""
+    path = Path(run.args.from_bundles) / variant
+    bundle = load_bundle(path)
+    config = bundle.config
+    if config.get("fine_tuning"):
+        raise SystemExit(f"error: {path} is fine-tuned already; --from-bundles starts from cross-entropy bundles")
+    mismatch = [what for what, same in (("vocabulary", bundle.vocab.words == run.vocab.words),
+                                        ("encoder", config["encoder"] == run.encoder.name),
+                                        ("--max-words", config["max_length"] == max_length_for(run.args.max_words)))
+                if not same]
+    if mismatch:
+        raise SystemExit(f"error: {path} was trained with another {', '.join(mismatch)} than this run's data")
+    training = config["training"]
+    settings = TrainSettings(**{f.name: training[f.name] for f in fields(TrainSettings)})
+    log.info("%s: cross-entropy stage from %s (best epoch %d of %d)", variant, path, training["best_epoch"],
+             training["epochs_run"])
+    trained = Trained(bundle.model, bundle.history, DecoderConfig(**config["decoder"]), settings,
+                      config["data"]["train_captions"])
+    return trained, config["embedding"], training["seconds"]
 
 
 def scst_data(run: Shared, split: str) -> ScstData:
@@ -369,9 +411,16 @@ def main(argv=None) -> int:
     total = time.perf_counter() - started
     summary = {"finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "features_seconds": round(feature_seconds, 1), "variants": results, "total_seconds": round(total, 1)}
-    write_json(out / (SUMMARY_FILE if chief else f"training_summary{worker}.json"), summary)
+    if args.from_bundles:  # the training run's own timings stay in <out>/training_summary.json
+        summary["from_bundles"] = args.from_bundles
+        write_json(out / FINE_TUNING_SUMMARY_FILE, summary)
+    else:
+        write_json(out / (SUMMARY_FILE if chief else f"training_summary{worker}.json"), summary)
     log.info("done: %s", json.dumps(summary))
     if not chief:
+        return 0
+    if args.from_bundles:
+        log.info("fine-tuning: %.1f min in all with evaluation and saving", total / 60)
         return 0
     training = feature_seconds + sum(r["cross_entropy_seconds"] + r["scst_seconds"] for r in results)
     log.info("from raw images: %.1f min of training (features + word vectors + both stages), %.1f min in all "
