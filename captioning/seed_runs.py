@@ -153,7 +153,7 @@ def run_rows(results: dict, settings: list[str] | None = None) -> tuple[list[str
     rows = []
     for variant in variants_of(results):
         for r in runs_of(results, variant):
-            seed = f"{r['seed']} (shipped bundle)" if r.get("shipped_bundle") else str(r["seed"])
+            seed = f"{r['seed']} (shipped bundle when recorded)" if r.get("shipped_bundle") else str(r["seed"])
             fine_tuning = r.get("fine_tuning") or {}
             dev, best = fine_tuning.get("dev_cider") or [], fine_tuning.get("best_epoch", 0)
             dev_cell = [f"{dev[best]:.3f} ({best})" if len(dev) > best else "–"] if fine_tuned else []

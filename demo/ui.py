@@ -286,8 +286,10 @@ def variant_markdown(name: str, config: dict) -> str:
         best = fine_tuning.get("best_epoch", 0)
         progress = f", dev CIDEr-D {dev[0]:.3f} → {dev[best]:.3f}" if len(dev) > best else ""
         spent = fine_tuning.get("seconds")
+        mixed = fine_tuning.get("cross_entropy_weight")
         lines.append(f"- self-critical fine-tuning (reward CIDEr-D): {max(len(dev) - 1, 0)} epochs (best {best}"
-                     f"{progress})" + (f", {_duration(spent)}" if isinstance(spent, (int, float)) else ""))
+                     f"{progress})" + (f", {_duration(spent)}" if isinstance(spent, (int, float)) else "")
+                     + (f"; plus {mixed:g} x the references' cross-entropy" if mixed else ""))
     shipped = config.get("shipped_stage")
     if shipped == "scst":
         lines.append("- ships the fine-tuned (SCST) weights")
@@ -335,8 +337,9 @@ TRAINING_STAGES = """
 of the reference captions (teacher forcing), stopped early on the dev split's loss. Then
 *self-critical sequence training* (SCST, Rennie et al. 2017): the model captions training photos
 itself, several samples each, and is pushed towards the samples that score a higher CIDEr-D
-against the references than its other samples. Each model ships the stage that scored higher
-CIDEr-D on the dev split; the table below scores both on the test split."""
+against the references than its other samples, while a small share of the references'
+cross-entropy keeps its vocabulary. Each model ships the stage that scored higher CIDEr-D on the
+dev split; the table below scores both on the test split."""
 
 
 def about_intro(models: ModelSet) -> str:
@@ -374,9 +377,11 @@ def seeds_markdown(models: ModelSet) -> str:
         return (f"### Across training seeds\n*No multi-seed results here (`{SEED_RUNS_FILE}`, written by "
                 "`python -m training.seeds`): the scores above come from one training run per model, so they "
                 "do not show how much a retrain with another seed would change them.*")
-    parts = [f"### Across training seeds\nEach model trained with the same recipe and several seeds (seed 0 is "
-             f"the shipped one), scored on {len(results['images'])} {results['split']} images: mean ± standard "
-             "deviation over the seeds.", markdown_table(*seeds_rows(results))]
+    recipe = "cross-entropy only" if results["recipe"].get("fine_tuning") is None else "both stages"
+    parts = [f"### Across training seeds\nEach model trained with the same recipe ({recipe}) and several seeds "
+             f"(seed 0 read from the bundle shipped when they were recorded), scored on {len(results['images'])} "
+             f"{results['split']} images: mean ± standard deviation over the seeds.",
+             markdown_table(*seeds_rows(results))]
     comparisons = stored_comparisons(results)
     if comparisons:
         sig = results["significance"]
@@ -389,7 +394,7 @@ def seeds_markdown(models: ModelSet) -> str:
 
 
 def seeds_figure(models: ModelSet):
-    """BLEU-4 and CIDEr of every seed of every model (points; the shipped seed a star) with the mean
+    """BLEU-4 and CIDEr of every seed of every model (points; seed 0, read from the shipped bundle, a star) with the mean
     ± standard deviation over seeds (error bars), one row per decoding setting; None without
     multi-seed results."""
     results = seed_results(models)
@@ -419,7 +424,7 @@ def seeds_figure(models: ModelSet):
             ax.set_title(f"{metric}, {SETTING_LABELS.get(setting, setting)}", fontsize=10)
             ax.tick_params(axis="y", labelsize=7)
             ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Each seed (dots; star: the shipped model) and mean ± sd over seeds (squares, bars)", fontsize=8)
+    fig.suptitle("Each seed (dots; star: seed 0, from the shipped bundle) and mean ± sd over seeds (squares, bars)", fontsize=8)
     return fig
 
 

@@ -72,7 +72,7 @@ def tiny_weights(flickr8k, tmp_path_factory) -> Path:
     out = work / "weights"
     code = train_main([
         "--data", str(flickr8k), "--variant", "all", "--limit-images", str(TINY_IMAGES_PER_SPLIT),
-        "--epochs", "3", "--embedding-dim", "32", "--units", "32", "--min-count", "2",
+        "--epochs", "3", "--embedding-dim", "32", "--units", "32", "--min-count", "2", "--scst-epochs", "0",
         "--out", str(out), "--runs", str(work / "runs"), "--cache-dir", str(work / "cache"),
         "--settings", "greedy",
     ])

@@ -236,8 +236,8 @@ GUIDED_NAMES = {"chelsea_cat.jpg": {"cat", "cats"}, "coffee.jpg": {"coffee", "cu
 @pytest.mark.parametrize("variant", ("learned", "fasttext", "word2vec"))
 def test_guided_names_the_demo_subjects_and_reports_familiarity(variant):
     """--method guided names the cat, the coffee and the rocket with the committed models (the
-    rocket thanks to the lower threshold for photos unlike the training photos; word2vec falls
-    back to its plain caption there), and each line
+    rocket thanks to the lower threshold for photos unlike the training photos), except where a
+    model falls back to its plain caption (FALLS_BACK in tests/test_guided.py), and each line
     says how familiar the photo is (weights/familiarity.h5, beside the model folder)."""
     model = ROOT / "weights" / variant
     if not (model / "decoder.weights.h5").is_file() or not (ROOT / "weights" / "familiarity.h5").is_file():

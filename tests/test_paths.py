@@ -73,7 +73,7 @@ def test_training_with_a_vectors_file_gives_a_bundle_that_loads(flickr8k, tmp_pa
 
     out = tmp_path / "weights"
     code = train_main(["--data", str(flickr8k), "--split-files", *splits, "--variant", "word2vec",
-                       "--vectors", str(glove), "--epochs", "1", "--units", "16", "--min-count", "1",
+                       "--vectors", str(glove), "--epochs", "1", "--units", "16", "--min-count", "1", "--scst-epochs", "0",
                        "--out", str(out), "--runs", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
                        "--no-evaluate"])
     assert code == 0

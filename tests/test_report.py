@@ -204,7 +204,7 @@ def test_report_prints_the_seed_tables(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| beam k=3, 3 seeds | ΔCIDEr-D [95% CI] |" in out
     assert "| fasttext − word2vec | -0.020 [-0.035, -0.005] | 0.010 | yes |" in out
-    assert "| learned | 0 (shipped bundle) | SCST | 0.500 (0) | 0.200 | 0.500 | 0.200 | 0.500 |" in out
+    assert "| learned | 0 (shipped bundle when recorded) | SCST | 0.500 (0) | 0.200 | 0.500 | 0.200 | 0.500 |" in out
     assert "| learned | 1 | SCST | 0.520 (1) | 0.205 | 0.510 | 0.205 | 0.510 |" in out
     assert "Each training stage across the seeds" in out
     report.print_seeds(tmp_path / "absent.json")
@@ -220,7 +220,7 @@ def test_report_without_fine_tuning_leaves_out_the_stage_columns(tmp_path, capsy
     report.print_seeds(path)
     out = capsys.readouterr().out
     assert "Each training stage" not in out and "dev CIDEr-D" not in out
-    assert "| learned | 0 (shipped bundle) | cross-entropy | 0.200 | 0.500 | 0.200 | 0.500 |" in out
+    assert "| learned | 0 (shipped bundle when recorded) | cross-entropy | 0.200 | 0.500 | 0.200 | 0.500 |" in out
 
 
 def test_about_tab_shows_the_seeds_with_error_bars(tmp_path):
@@ -249,3 +249,16 @@ def test_about_tab_without_seed_results_says_so(tmp_path, source):
     models = _models(weights, source=None if source is None else weights)
     assert "No multi-seed results here" in ui.seeds_markdown(models)
     assert ui.seeds_figure(models) is None
+
+
+def test_a_later_fine_tuning_run_is_added_to_the_summary(tmp_path):
+    weights = _weights(tmp_path, staged=True)
+    assert "Then fine-tuned" not in report.run_summary(weights)
+    (weights / "fine_tuning_summary.json").write_text(json.dumps({
+        "from_bundles": "weights", "features_seconds": 3.0, "total_seconds": 1800.0,
+        "variants": [{"variant": "learned", "cross_entropy_seconds": 1.0, "scst_seconds": 1500.0,
+                      "evaluate_seconds": 90.0, "scst_epochs": 8, "scst_epoch_seconds": 1500.0}]}))
+    line = report.run_summary(weights)
+    assert line.startswith("Training run (training_summary.json)")
+    assert line.endswith("Then fine-tuned (fine_tuning_summary.json, --from-bundles weights): learned: SCST 1500 s "
+                         "(8 epochs), evaluation 90 s (evaluation scores both stages); 30.0 min in all.")

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANT = "learned"
 EPOCHS = 4
 TRAIN_ARGS = ["--limit-images", "30", "--epochs", str(EPOCHS), "--embedding-dim", "16", "--units", "16",
-              "--min-count", "2", "--variant", VARIANT, "--settings", "greedy",
+              "--min-count", "2", "--variant", VARIANT, "--settings", "greedy", "--scst-epochs", "0",
               "--patience", "10",  # no early stop: every run trains exactly EPOCHS epochs
               "--batch-size", "8"]  # ~20 steps an epoch, so that a signal sent after epoch 1 lands mid-run
 WAIT_SECONDS = 240

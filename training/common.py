@@ -17,14 +17,16 @@ from captioning.shards import DEFAULT_SHARD_SIZE, ShardedFeatures
 
 DEFAULT_DATA = "../shared/data/flickr8k"
 SUMMARY_FILE = "training_summary.json"  # <out>/training_summary.json: timings of the latest training.train run
+FINE_TUNING_SUMMARY_FILE = "fine_tuning_summary.json"  # <out>/...: timings of a training.train --from-bundles run
 # Above this many images, features go to a sharded store even without --feature-shards: their
 # float32 matrix would take 256 MB (efficientnet_lite0), and more with every image.
 AUTO_SHARD_IMAGES = 50_000
 
 
-def read_training_summary(weights: str | Path) -> dict | None:
-    """The timings training.train wrote into ``weights`` (features, each variant, total), None if absent."""
-    path = Path(weights) / SUMMARY_FILE
+def read_training_summary(weights: str | Path, name: str = SUMMARY_FILE) -> dict | None:
+    """The timings training.train wrote into ``weights`` (features, each variant, total), None if absent;
+    ``name``: FINE_TUNING_SUMMARY_FILE for those of its --from-bundles run."""
+    path = Path(weights) / name
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 

@@ -28,7 +28,7 @@ from captioning.vocab import N_SPECIAL
 from captioning.significance import comparison_table
 from tools.measure import cpu_model
 
-from .common import DEFAULT_DATA, SUMMARY_FILE, read_training_summary
+from .common import DEFAULT_DATA, FINE_TUNING_SUMMARY_FILE, SUMMARY_FILE, read_training_summary
 
 SETTINGS = {"greedy": "greedy", "beam3": "beam k=3", "beam5": "beam k=5"}
 COLUMNS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "NLTK-BLEU-4",
@@ -208,8 +208,16 @@ def run_summary(weights: Path) -> str:
         note = "cross-entropy includes the word vectors; evaluation scores both stages on the test split"
     else:
         note = "cross-entropy includes the word vectors; no fine-tuning stage"
-    return (f"Training run ({SUMMARY_FILE}): image features {run['features_seconds']:.0f} s; {variants} "
+    line = (f"Training run ({SUMMARY_FILE}): image features {run['features_seconds']:.0f} s; {variants} "
             f"({note}); {run['total_seconds'] / 60:.1f} min in all.")
+    tuning = read_training_summary(weights, FINE_TUNING_SUMMARY_FILE)
+    if tuning:  # stage 2 run later on the bundles of that run (training.train --from-bundles)
+        stages = "; ".join(f"{v['variant']}: SCST {v.get('scst_epoch_seconds', v['scst_seconds']):.0f} s "
+                           f"({v.get('scst_epochs', 0)} epochs), evaluation {v.get('evaluate_seconds', 0):.0f} s"
+                           for v in tuning["variants"])
+        line += (f" Then fine-tuned ({FINE_TUNING_SUMMARY_FILE}, --from-bundles {tuning['from_bundles']}): "
+                 f"{stages} (evaluation scores both stages); {tuning['total_seconds'] / 60:.1f} min in all.")
+    return line
 
 
 def plot_loss_curve(history: dict, path: Path, title: str) -> None:
@@ -341,8 +349,10 @@ def print_seeds(path: Path) -> None:
     if not results or not results["runs"]:
         return
     settings = " and ".join(SETTINGS.get(s, s) for s in summary_settings(results))
+    recipe = "cross-entropy only" if results["recipe"].get("fine_tuning") is None else "both stages"
     print(f"\nAcross training seeds ({path.name}, python -m training.seeds): each variant trained with the same "
-          f"recipe and several seeds (seed 0 is the shipped bundle), scored on the {len(results['images'])} "
+          f"recipe ({recipe}) and several seeds (seed 0: the bundle shipped when it was recorded), scored on the "
+          f"{len(results['images'])} "
           f"{results['split']} images, {settings}; mean ± standard deviation over the seeds (n - 1; n and the "
           "seeds in the third column). Diversity measures as in the diversity table.\n")
     print(seeds_table(results))

@@ -17,10 +17,10 @@ place is recovered at the next start (captioning.bundle.restore_bundle).
 Checkpoints live in <runs>/<variant>/; running the same command again resumes
 from the last finished epoch.
 
-    python -m training.train --variant all --from-bundles weights --scst-epochs 8 --scst-cross-entropy 0.2
+    python -m training.train --variant all --from-bundles weights
 
-runs stage 2 alone on finished cross-entropy bundles (the committed ones here) and writes the
-fine-tuned bundles, scored like any other, to --out; its timings go to fine_tuning_summary.json.
+runs stage 2 alone on finished cross-entropy bundles (those of a --scst-epochs 0 run) and writes
+the fine-tuned bundles, scored like any other, to --out; its timings go to fine_tuning_summary.json.
 """
 
 from __future__ import annotations
@@ -52,12 +52,12 @@ from captioning.training import TrainSettings, fit_decoder
 from captioning.variants import LABELS, PRETRAINED_VARIANTS, VARIANTS
 from captioning.vocab import DEFAULT_MIN_COUNT, Vocabulary, max_length_for
 
-from .common import SUMMARY_FILE, add_data_arguments, corpus_from_args, features_for, setup_logging
+from .common import (FINE_TUNING_SUMMARY_FILE, SUMMARY_FILE, add_data_arguments, corpus_from_args, features_for,
+                     setup_logging)
 from .evaluate import DECODING_SETTINGS, evaluate_captioner, write_evaluation
 from .report import plot_loss_curve
 
 log = logging.getLogger("training.train")
-FINE_TUNING_SUMMARY_FILE = "fine_tuning_summary.json"  # timings of a --from-bundles run
 
 
 def parse_args(argv=None):
@@ -94,10 +94,10 @@ def parse_args(argv=None):
                             "workers stop after training (default: %(default)s)")
     scst = parser.add_argument_group("self-critical fine-tuning (stage 2)")
     scst_defaults = ScstSettings()
-    scst.add_argument("--scst-epochs", type=int, default=0,
-                      help="passes over the training images; 0 (the default): cross-entropy only, the shipped "
-                           f"recipe, since SCST lowered beam-3 scores and vocabulary here (README); "
-                           f"{scst_defaults.epochs} is what was measured")
+    scst.add_argument("--scst-epochs", type=int, default=scst_defaults.epochs,
+                      help="passes over the training images, the best by dev CIDEr-D of beam-3 captions kept "
+                           "(the cross-entropy weights count as epoch 0); 0: cross-entropy only "
+                           "(default: %(default)s)")
     scst.add_argument("--scst-learning-rate", type=float, default=scst_defaults.learning_rate)
     scst.add_argument("--scst-samples", type=int, default=scst_defaults.samples_per_image,
                       help="captions sampled per image; each one's baseline is the others' mean reward")
@@ -106,8 +106,8 @@ def parse_args(argv=None):
                            "committed weights/) with the --scst-* options; they must be cross-entropy bundles "
                            "of this data (same vocabulary, encoder and --max-words)")
     scst.add_argument("--scst-cross-entropy", type=float, default=scst_defaults.cross_entropy_weight,
-                      help="weight of the reference captions' cross-entropy added to the SCST loss "
-                           "(default: %(default)s, pure SCST)")
+                      help="weight of the reference captions' cross-entropy added to the SCST loss; 0: pure "
+                           "SCST, which narrowed the vocabulary here (README) (default: %(default)s)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="weights", help="folder that receives <variant>/ bundles (default: %(default)s)")
     out.add_argument("--runs", default="runs", help="checkpoints of unfinished runs (default: %(default)s)")
@@ -191,7 +191,9 @@ def train_variant(variant: str, run: Shared) -> dict:
     return {"variant": variant, "seconds": round(clock.total, 1),
             **{name: round(value, 1) for name, value in clock.seconds.items()},
             "epochs": len(trained.history["loss"]), "seconds_per_epoch": seconds_per_epoch(trained.history),
-            "scst_epochs": len(scst_history["epoch_seconds"]) if scst_history else 0}
+            "scst_epochs": len(scst_history["epoch_seconds"]) if scst_history else 0,
+            # the SCST epochs' own times, including any a resumed run found done (scst_seconds: this process)
+            "scst_epoch_seconds": round(sum(scst_history["epoch_seconds"]), 1) if scst_history else 0.0}
 
 
 class Stopwatch:
