@@ -205,7 +205,8 @@ def test_fine_tuning_raises_the_reward_and_keeps_the_best_epoch(toy_corpus, tmp_
     images, features, references, words = toy_corpus
     vocab, model = _tiny(words)
     data = ScstData(images, features, CiderDReward(references))
-    settings = ScstSettings(epochs=12, images_per_batch=4, samples_per_image=5, learning_rate=3e-2)
+    settings = ScstSettings(epochs=12, images_per_batch=4, samples_per_image=5, learning_rate=3e-2,
+                            cross_entropy_weight=0.0)  # pure SCST
     tuned, history = fine_tune(model, vocab, data, data, max_length=7, settings=settings, checkpoint_dir=tmp_path)
 
     assert len(history["dev_cider"]) == 13 and len(history["mean_reward"]) == 12
@@ -231,7 +232,7 @@ def test_fine_tuning_resumes_after_an_interruption(toy_corpus, tmp_path, monkeyp
 
     images, features, references, words = toy_corpus
     data = ScstData(images, features, CiderDReward(references))
-    settings = ScstSettings(epochs=3, images_per_batch=4, learning_rate=1e-2)
+    settings = ScstSettings(epochs=3, images_per_batch=4, learning_rate=1e-2, cross_entropy_weight=0.0)
     real_dev_cider, calls = scst.dev_cider, []
 
     def dev_cider_then_crash(*args, **kwargs):
