@@ -102,9 +102,9 @@ def parse_args(argv=None):
     scst.add_argument("--scst-samples", type=int, default=scst_defaults.samples_per_image,
                       help="captions sampled per image; each one's baseline is the others' mean reward")
     scst.add_argument("--from-bundles", metavar="DIR",
-                      help="skip the cross-entropy stage: fine-tune the finished bundles DIR/<variant>/ (e.g. the "
-                           "committed weights/) with the --scst-* options; they must be cross-entropy bundles "
-                           "of this data (same vocabulary, encoder and --max-words)")
+                      help="skip the cross-entropy stage: fine-tune the finished bundles DIR/<variant>/ (those "
+                           "of a --scst-epochs 0 run) with the --scst-* options; they must be cross-entropy "
+                           "bundles of this data (same vocabulary, encoder and --max-words)")
     scst.add_argument("--scst-cross-entropy", type=float, default=scst_defaults.cross_entropy_weight,
                       help="weight of the reference captions' cross-entropy added to the SCST loss; 0: pure "
                            "SCST, which narrowed the vocabulary here (README) (default: %(default)s)")
