@@ -449,7 +449,7 @@ def loss_figure(models: ModelSet):
         if history.get("val_loss"):
             ax.plot(epochs, history["val_loss"], color=colours[name], marker="o", ms=3, linestyle="--",
                     label=f"{LABELS[name]} validation")
-    ax.set(xlabel="epoch", ylabel="cross-entropy per word", title="Loss curves")
+    ax.set(xlabel="epoch", ylabel="loss (cross-entropy, padding counted)", title="Loss curves")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     if ax.lines:

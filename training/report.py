@@ -233,7 +233,7 @@ def plot_loss_curve(history: dict, path: Path, title: str) -> None:
     ax.plot(epochs, history["val_loss"], marker="o", label="validation")
     if history.get("best_epoch"):
         ax.axvline(history["best_epoch"], color="grey", linestyle=":", label="best")
-    ax.set(xlabel="epoch", ylabel="cross-entropy per word", title=title)
+    ax.set(xlabel="epoch", ylabel="loss (cross-entropy, padding counted)", title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
