@@ -244,6 +244,8 @@ def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstD
     ``checkpoint_dir``.  Returns the model holding the best weights by dev CIDEr-D (possibly the
     starting ones: epoch 0) and the history ``{"dev_cider": [epoch 0, 1, ...], "mean_reward": [...],
     "epoch_seconds": [...], "best_epoch": n}``."""
+    if settings.cross_entropy_weight > 0 and train.references is None:
+        raise ValueError("a cross-entropy weight needs the training images' reference captions (ScstData.references)")
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last, best, state_file = (checkpoint_dir / n for n in ("last.weights.h5", "best.weights.h5", "state.json"))
@@ -260,8 +262,6 @@ def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstD
         save_atomic(model.save_weights, best)
         log.info("SCST: dev CIDEr-D %.4f before fine-tuning", state["dev_cider"][0])
 
-    if settings.cross_entropy_weight > 0 and train.references is None:
-        raise ValueError("a cross-entropy weight needs the training images' reference captions (ScstData.references)")
     optimizer = keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clipnorm)
     step = make_policy_gradient_step(model, optimizer, settings.cross_entropy_weight)
     k, per_batch = settings.samples_per_image, settings.images_per_batch

@@ -147,8 +147,8 @@ def run_rows(results: dict, settings: list[str] | None = None) -> tuple[list[str
     """(headers, rows): every run, the stage it ships (with SCST's best epoch and dev CIDEr-D) and
     its BLEU-4 and CIDEr under each setting."""
     settings = settings if settings is not None else summary_settings(results)
-    fine_tuned = any(r.get("fine_tuning") for r in results["runs"])
-    headers = ["model", "seed", "shipped stage", *(["dev CIDEr-D (SCST epoch)"] if fine_tuned else []),
+    with_scst = fine_tuned(results)
+    headers = ["model", "seed", "shipped stage", *(["dev CIDEr-D (SCST epoch)"] if with_scst else []),
                *(f"{m} {SETTING_LABELS.get(s, s)}" for s in settings for m in ("BLEU-4", "CIDEr"))]
     rows = []
     for variant in variants_of(results):
@@ -156,7 +156,7 @@ def run_rows(results: dict, settings: list[str] | None = None) -> tuple[list[str
             seed = f"{r['seed']} (shipped bundle when recorded)" if r.get("shipped_bundle") else str(r["seed"])
             fine_tuning = r.get("fine_tuning") or {}
             dev, best = fine_tuning.get("dev_cider") or [], fine_tuning.get("best_epoch", 0)
-            dev_cell = [f"{dev[best]:.3f} ({best})" if len(dev) > best else "–"] if fine_tuned else []
+            dev_cell = [f"{dev[best]:.3f} ({best})" if len(dev) > best else "–"] if with_scst else []
             scores = [f"{r['scores'][s][m]:.3f}" if s in r["scores"] else "–" for s in settings
                       for m in ("BLEU-4", "CIDEr")]
             rows.append([variant, seed, STAGE_LABELS.get(r.get("shipped_stage"), "cross-entropy"), *dev_cell, *scores])
@@ -166,6 +166,11 @@ def run_rows(results: dict, settings: list[str] | None = None) -> tuple[list[str
 def fine_tuned(results: dict) -> bool:
     """Whether any run went through the SCST stage (its test scores per stage are worth a table)."""
     return any(r.get("fine_tuning") for r in results["runs"])
+
+
+def recipe_label(results: dict) -> str:
+    """Which training stages the recorded recipe runs."""
+    return "cross-entropy only" if results["recipe"].get("fine_tuning") is None else "both stages"
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:

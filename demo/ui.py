@@ -13,7 +13,8 @@ import numpy as np
 
 from captioning import CaptionResult
 from captioning.seed_runs import (SEED_RUNS_FILE, STAGE_LABELS, comparison_label, markdown_table, read_seed_runs,
-                                  runs_of, seeds_rows, stored_comparisons, summary_settings, variants_of)
+                                  recipe_label, runs_of, seeds_rows, stored_comparisons, summary_settings,
+                                  variants_of)
 from captioning.settings import METHODS
 from captioning.significance import comparison_table
 
@@ -377,9 +378,9 @@ def seeds_markdown(models: ModelSet) -> str:
         return (f"### Across training seeds\n*No multi-seed results here (`{SEED_RUNS_FILE}`, written by "
                 "`python -m training.seeds`): the scores above come from one training run per model, so they "
                 "do not show how much a retrain with another seed would change them.*")
-    recipe = "cross-entropy only" if results["recipe"].get("fine_tuning") is None else "both stages"
-    parts = [f"### Across training seeds\nEach model trained with the same recipe ({recipe}) and several seeds "
-             f"(seed 0 read from the bundle shipped when they were recorded), scored on {len(results['images'])} "
+    parts = [f"### Across training seeds\nEach model trained with the same recipe ({recipe_label(results)}) and "
+             "several seeds (seed 0 read from the bundle shipped when they were recorded), scored on "
+             f"{len(results['images'])} "
              f"{results['split']} images: mean ± standard deviation over the seeds.",
              markdown_table(*seeds_rows(results))]
     comparisons = stored_comparisons(results)
@@ -394,8 +395,8 @@ def seeds_markdown(models: ModelSet) -> str:
 
 
 def seeds_figure(models: ModelSet):
-    """BLEU-4 and CIDEr of every seed of every model (points; seed 0, read from the shipped bundle, a star) with the mean
-    ± standard deviation over seeds (error bars), one row per decoding setting; None without
+    """BLEU-4 and CIDEr of every seed of every model (points; seed 0, read from the shipped bundle, a
+    star) with the mean ± standard deviation over seeds (error bars), one row per decoding setting; None without
     multi-seed results."""
     results = seed_results(models)
     settings = summary_settings(results) if results else []
@@ -424,7 +425,8 @@ def seeds_figure(models: ModelSet):
             ax.set_title(f"{metric}, {SETTING_LABELS.get(setting, setting)}", fontsize=10)
             ax.tick_params(axis="y", labelsize=7)
             ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Each seed (dots; star: seed 0, from the shipped bundle) and mean ± sd over seeds (squares, bars)", fontsize=8)
+    fig.suptitle("Each seed (dots; star: seed 0, from the shipped bundle) and mean ± sd over seeds (squares, bars)",
+                 fontsize=8)
     return fig
 
 

@@ -21,8 +21,8 @@ from captioning.corpus import Corpus, CorpusError, load_corpus
 from captioning.diversity import diversity, held_out_references, mean_local_recall
 from captioning.ensemble import ENSEMBLE_METRICS_FILE, ENSEMBLE_SAMPLES_FILE
 from captioning.seed_runs import (SEED_RUNS_FILE, STAGE_LABELS, comparison_label, fine_tuned, markdown_table,
-                                  read_seed_runs, run_rows, seeds_rows, stage_rows, stored_comparisons,
-                                  summary_settings)
+                                  read_seed_runs, recipe_label, run_rows, seeds_rows, stage_rows,
+                                  stored_comparisons, summary_settings)
 from captioning.variants import VARIANTS
 from captioning.vocab import N_SPECIAL
 from captioning.significance import comparison_table
@@ -349,11 +349,9 @@ def print_seeds(path: Path) -> None:
     if not results or not results["runs"]:
         return
     settings = " and ".join(SETTINGS.get(s, s) for s in summary_settings(results))
-    recipe = "cross-entropy only" if results["recipe"].get("fine_tuning") is None else "both stages"
     print(f"\nAcross training seeds ({path.name}, python -m training.seeds): each variant trained with the same "
-          f"recipe ({recipe}) and several seeds (seed 0: the bundle shipped when it was recorded), scored on the "
-          f"{len(results['images'])} "
-          f"{results['split']} images, {settings}; mean ± standard deviation over the seeds (n - 1; n and the "
+          f"recipe ({recipe_label(results)}) and several seeds (seed 0: the bundle shipped when it was recorded), "
+          f"scored on the {len(results['images'])} {results['split']} images, {settings}; mean ± standard deviation over the seeds (n - 1; n and the "
           "seeds in the third column). Diversity measures as in the diversity table.\n")
     print(seeds_table(results))
     stages = seed_stages_table(results) if fine_tuned(results) else ""

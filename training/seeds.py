@@ -47,7 +47,7 @@ from captioning.variants import VARIANTS
 from captioning.vocab import N_SPECIAL, max_length_for
 
 from .common import corpus_from_args, read_training_summary, setup_logging
-from .train import limit_corpus, parse_args as train_parse_args
+from .train import limit_corpus, parse_args as train_parse_args, scst_settings, train_settings
 from .train import main as train_main
 
 log = logging.getLogger("training.seeds")
@@ -108,11 +108,7 @@ def train_argv(args, variant: str, seed: int) -> list[str]:
 def expected_recipe(targs: argparse.Namespace, corpus: Corpus) -> dict:
     """What training.train will record in config.json for these options, as far as it is known
     before training (a partial recipe: compared key by key with a recorded one)."""
-    training = TrainSettings(epochs=targs.epochs, batch_size=targs.batch_size, learning_rate=targs.learning_rate,
-                             patience=targs.patience).to_dict()
-    scst = ScstSettings(epochs=targs.scst_epochs, learning_rate=targs.scst_learning_rate,
-                        samples_per_image=targs.scst_samples,
-                        cross_entropy_weight=targs.scst_cross_entropy).to_dict()
+    training, scst = train_settings(targs).to_dict(), scst_settings(targs).to_dict()  # their seeds are left out
     decoder = {"units": targs.units, "dropout": targs.dropout}
     if not targs.vectors:
         decoder["embedding_dim"] = targs.embedding_dim

@@ -124,6 +124,19 @@ def parse_args(argv=None):
     return args
 
 
+def train_settings(args) -> TrainSettings:
+    """Stage 1's settings, as the command line gives them."""
+    return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                         patience=args.patience, seed=args.seed)
+
+
+def scst_settings(args) -> ScstSettings:
+    """Stage 2's settings, as the command line gives them."""
+    return ScstSettings(epochs=args.scst_epochs, learning_rate=args.scst_learning_rate,
+                        samples_per_image=args.scst_samples, cross_entropy_weight=args.scst_cross_entropy,
+                        seed=args.seed)
+
+
 def word_vectors(kind: str, train_captions: list[str], args) -> tuple[object, str]:
     """(gensim KeyedVectors, where they came from)."""
     if args.vectors:
@@ -231,8 +244,7 @@ def train_decoder(variant: str, run: Shared, embedding: dict, matrix: np.ndarray
     decoder = DecoderConfig(vocab_size=len(run.vocab), feature_dim=run.encoder.feature_dim,
                             embedding_dim=embedding["dim"], units=args.units, dropout=args.dropout,
                             embedding_trainable=embedding["trainable"])
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                             patience=args.patience, seed=args.seed)
+    settings = train_settings(args)
     train, dev = (encode_captions(run.corpus.captions_of(run.corpus.split(name)), run.index, run.vocab,
                                   args.max_words) for name in ("train", "dev"))
     train_batches = CaptionBatches(run.features, *train, settings.batch_size, shuffle=True, seed=args.seed)
@@ -279,9 +291,7 @@ def fine_tune_decoder(variant: str, run: Shared, trained: Trained) -> dict:
     """Stage 2: SCST from the cross-entropy weights (``trained.model`` ends holding the weights
     with the best dev CIDEr-D, possibly the starting ones).  Returns its history."""
     args = run.args
-    settings = ScstSettings(epochs=args.scst_epochs, learning_rate=args.scst_learning_rate,
-                            samples_per_image=args.scst_samples, cross_entropy_weight=args.scst_cross_entropy,
-                            seed=args.seed)
+    settings = scst_settings(args)
     log.info("%s: self-critical fine-tuning, %d epochs at learning rate %.0e, cross-entropy weight %g", variant,
              settings.epochs, settings.learning_rate, settings.cross_entropy_weight)
     _, history = fine_tune(trained.model, run.vocab, scst_data(run, "train"), scst_data(run, "dev"),
