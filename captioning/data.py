@@ -15,6 +15,17 @@ import numpy as np
 from .vocab import Vocabulary
 
 
+def without_autotune(dataset):
+    """``dataset`` with tf.data's autotuning off.  Our pipelines set their parallelism and prefetch
+    themselves; left on, deleting an iterator waits for the autotuner's thread, which made most
+    Flickr8k epochs on 2 cores take 41.0 s of which 24 s were training steps."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def encode_captions(captions: dict[str, list[str]], image_index: dict[str, int], vocab: Vocabulary,
                     max_words: int) -> tuple[np.ndarray, list[list[int]]]:
     """(image row per caption, token ids per caption); captions longer than ``max_words`` are dropped."""
@@ -83,4 +94,4 @@ class CaptionBatches:
             tf.TensorSpec((None, None), tf.float32),
         )
         dataset = tf.data.Dataset.from_generator(lambda: iter(self), output_signature=signature)
-        return dataset.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
+        return without_autotune(dataset.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2))

@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from .data import without_autotune
+
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -254,7 +256,7 @@ class DistributedBatches:
                      tf.TensorSpec((None, None), tf.int32),
                      tf.TensorSpec((None, None), tf.float32))
         dataset = tf.data.Dataset.from_generator(slices, output_signature=signature)
-        return dataset.apply(tf.data.experimental.assert_cardinality(len(self) * local)).prefetch(2)
+        return without_autotune(dataset.apply(tf.data.experimental.assert_cardinality(len(self) * local)).prefetch(2))
 
     def dataset(self):
         """A distributed dataset: one global batch per step.  Draw the order (:meth:`new_epoch`)

@@ -23,6 +23,7 @@ from typing import Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
+from .data import without_autotune
 from .encoders import ImageEncoder
 from .images import ImageError
 from .shards import DEFAULT_SHARD_SIZE, ShardedFeatures, ShardWriter
@@ -87,6 +88,7 @@ def pixel_batches(encoder: ImageEncoder, image_dir: str | Path, names: list[str]
     dataset = (tf.data.Dataset.range(len(names))
                .map(load_tf, num_parallel_calls=workers, deterministic=True)
                .batch(batch_size).prefetch(1))
+    dataset = without_autotune(dataset)
     for number, (pixels, errors) in enumerate(dataset.as_numpy_iterator()):
         for name, error in zip(names[number * batch_size:(number + 1) * batch_size], errors):
             if error:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from captioning.scst import ScstSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights"
 VARIANTS = ("learned", "fasttext", "word2vec")
@@ -127,3 +129,16 @@ def test_readme_tables_are_what_training_report_prints():
     for table in tables:
         assert table in readme_tables, (
             f"README.md does not contain this table from `python -m training.report` verbatim:\n{table}")
+
+
+def test_readme_quotes_the_default_recipe_run_as_recorded():
+    """The README's figures for the default recipe's end-to-end run (time, epochs, dev CIDEr-D) are
+    what training.report makes of the record in evaluation/default_recipe/."""
+    from training import report
+
+    record = ROOT / "evaluation" / "default_recipe"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert report.training_table(record) in _markdown_tables(readme)
+    assert report.run_summary(record) in readme.splitlines()
+    summary = _json(record / "training_summary.json")
+    assert {v["scst_epochs"] for v in summary["variants"]} == {ScstSettings().epochs}  # the default it measured

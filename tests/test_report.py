@@ -88,7 +88,8 @@ def test_two_stage_bundles_show_both_stages_and_their_times(tmp_path):
            "cross-entropy |" in training
     summary = report.run_summary(weights)
     assert "learned: cross-entropy 600 s, SCST 1500 s, evaluation 200 s (2300 s)" in summary
-    assert summary.endswith("120.0 min in all.")
+    # 90 s of features + 3 x (600 s + 1500 s) of training; the rest of the 120 min is evaluation
+    assert summary.endswith("120.0 min in all, 106.5 min of it training (features and both stages, without evaluation).")
 
 
 def test_a_run_without_scst_shows_no_scst_time(tmp_path):

@@ -16,7 +16,8 @@ from conftest import TINY_IMAGES_PER_SPLIT
 from captioning.decoding import StepDecoder
 from captioning.model import DecoderConfig, build_decoder
 from captioning.scst import (CiderDReward, ScstData, ScstSettings, fine_tune, leave_one_out_advantages,
-                             make_policy_gradient_step, reference_arrays, sample_captions, teacher_forcing_arrays)
+                             by_length, make_policy_gradient_step, reference_arrays, sample_captions,
+                             teacher_forcing_arrays)
 from captioning.text import END
 from captioning.vocab import Vocabulary
 
@@ -121,12 +122,35 @@ def test_policy_gradient_step_follows_the_sign_of_the_advantage():
 
     step = make_policy_gradient_step(model, keras.optimizers.SGD(0.5))
     before = logprob()
-    step(features, caption_in, target, weights, np.array([1.0], dtype=np.float32))
+    step(by_length(features, caption_in, target, weights, np.array([1.0], dtype=np.float32)))
     raised = logprob()
-    step(features, caption_in, target, weights, np.array([-1.0], dtype=np.float32))
-    step(features, caption_in, target, weights, np.array([-1.0], dtype=np.float32))
+    step(by_length(features, caption_in, target, weights, np.array([-1.0], dtype=np.float32)))
+    step(by_length(features, caption_in, target, weights, np.array([-1.0], dtype=np.float32)))
     assert raised > before + 0.01
     assert logprob() < raised - 0.01
+
+
+def test_grouping_by_length_cuts_padding_but_not_the_mean():
+    """The rows split into groups of similar length, each no wider than its longest row, give the
+    same advantage-weighted mean log-probability as the whole padded batch."""
+    from captioning.scst import _mean_log_prob
+
+    vocab, model = _tiny()
+    rng = np.random.default_rng(0)
+    lengths = np.array([1, 7, 2, 2, 5, 3, 7, 1, 4])
+    ids = np.zeros((len(lengths), 7), dtype=np.int32)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = rng.integers(4, len(vocab), n)
+    features = rng.normal(size=(len(lengths), 6)).astype(np.float32)
+    scale = rng.normal(size=len(lengths)).astype(np.float32)
+    arrays = teacher_forcing_arrays(ids, vocab.start_id)
+
+    groups = by_length(features, *arrays, scale)
+    assert len(groups) == 3
+    assert [g[1].shape[1] for g in groups] == [2, 4, 7]  # lengths sorted: 1 1 2 | 2 3 4 | 5 7 7
+    assert sorted(np.concatenate([g[4] for g in groups]).tolist()) == sorted(scale.tolist())
+    whole = float(_mean_log_prob(model, [(features, *arrays, scale)]))
+    assert float(_mean_log_prob(model, groups)) == pytest.approx(whole, rel=1e-5)
 
 
 def test_reference_arrays_teacher_force_the_references():
@@ -143,23 +167,23 @@ def test_cross_entropy_term_pulls_towards_the_references():
     changes nothing; with it, the references' likelihood rises."""
     vocab, model = _tiny()
     features = np.ones((1, 6), dtype=np.float32)
-    sample = teacher_forcing_arrays(np.array([[vocab.index["a"], vocab.end_id]]), vocab.start_id)
-    references = (features, *reference_arrays(vocab, ["the dog runs"]))
-    zero = np.zeros(1, dtype=np.float32)
+    zero, one = np.zeros(1, dtype=np.float32), np.ones(1, dtype=np.float32)
+    sample = by_length(features, *teacher_forcing_arrays(np.array([[vocab.index["a"], vocab.end_id]]), vocab.start_id),
+                       zero)
+    references = by_length(features, *reference_arrays(vocab, ["the dog runs"]), one)
 
     def reference_logprob():
-        _, caption_in, target, weights = references
+        _, caption_in, target, weights, _ = references[0]
         probs = model({"image_features": features, "caption_in": caption_in}, training=False).numpy()
         return float((np.log(probs[0, np.arange(target.shape[1]), target[0]]) * weights[0]).sum())
 
     weights_before = [w.copy() for w in model.get_weights()]
-    make_policy_gradient_step(model, keras.optimizers.SGD(0.5))(features, *sample, zero)
+    make_policy_gradient_step(model, keras.optimizers.SGD(0.5))(sample)
     for before, after in zip(weights_before, model.get_weights()):
         np.testing.assert_array_equal(before, after)
 
     before = reference_logprob()
-    make_policy_gradient_step(model, keras.optimizers.SGD(0.5), cross_entropy_weight=1.0)(
-        features, *sample, zero, references)
+    make_policy_gradient_step(model, keras.optimizers.SGD(0.5), cross_entropy_weight=1.0)(sample, references)
     assert reference_logprob() > before + 0.01
 
 
@@ -181,7 +205,7 @@ def test_frozen_embeddings_stay_frozen():
     ids = np.array([[4, 5, 3]])
     caption_in, target, weights = teacher_forcing_arrays(ids, vocab.start_id)
     make_policy_gradient_step(model, keras.optimizers.SGD(1.0))(
-        np.ones((1, 4), np.float32), caption_in, target, weights, np.array([1.0], np.float32))
+        by_length(np.ones((1, 4), np.float32), caption_in, target, weights, np.array([1.0], np.float32)))
     np.testing.assert_array_equal(model.get_layer("word_embedding").get_weights()[0], table)
 
 

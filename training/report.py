@@ -209,7 +209,13 @@ def run_summary(weights: Path) -> str:
     else:
         note = "cross-entropy includes the word vectors; no fine-tuning stage"
     line = (f"Training run ({SUMMARY_FILE}): image features {run['features_seconds']:.0f} s; {variants} "
-            f"({note}); {run['total_seconds'] / 60:.1f} min in all.")
+            f"({note}); {run['total_seconds'] / 60:.1f} min in all")
+    if all("cross_entropy_seconds" in v for v in run["variants"]):
+        training = run["features_seconds"] + sum(v["cross_entropy_seconds"] + v.get("scst_seconds", 0)
+                                                 for v in run["variants"])
+        stages = "both stages" if any(v.get("scst_epochs") for v in run["variants"]) else "cross-entropy"
+        line += f", {training / 60:.1f} min of it training (features and {stages}, without evaluation)"
+    line += "."
     tuning = read_training_summary(weights, FINE_TUNING_SUMMARY_FILE)
     if tuning:  # stage 2 run later on the bundles of that run (training.train --from-bundles)
         stages = "; ".join(f"{v['variant']}: SCST {v.get('scst_epoch_seconds', v['scst_seconds']):.0f} s "
