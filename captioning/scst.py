@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ScstSettings:
     # Passes over the training images; the best by dev CIDEr-D is kept.  Measured with 8: best epochs
-    # 2 (learned), 3 (FastText), 8 (Word2Vec, 0.006 above its epoch 3); every further epoch costs ~100 s.
+    # 2 (learned), 3 (FastText), 8 (Word2Vec, 0.006 above its epoch 3); every further epoch costs ~110 s.
     epochs: int = 3
     images_per_batch: int = 50  # x samples_per_image captions per gradient step
     samples_per_image: int = 5  # the baseline of each sample is the mean reward of the other 4
