@@ -85,13 +85,20 @@ class CaptionBatches:
 
     def dataset(self):
         """A ``tf.data.Dataset`` over the batches (time dimension left open)."""
-        import tensorflow as tf
+        return batch_dataset(lambda: iter(self), self.features.shape[1], len(self))
 
-        signature = (
-            {"image_features": tf.TensorSpec((None, self.features.shape[1]), tf.float32),
-             "caption_in": tf.TensorSpec((None, None), tf.int32)},
-            tf.TensorSpec((None, None), tf.int32),
-            tf.TensorSpec((None, None), tf.float32),
-        )
-        dataset = tf.data.Dataset.from_generator(lambda: iter(self), output_signature=signature)
-        return without_autotune(dataset.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2))
+
+def batch_dataset(generate, feature_dim: int, batches: int):
+    """A ``tf.data.Dataset`` over the ``batches`` teacher-forcing batches that ``generate()`` yields
+    (as :meth:`CaptionBatches._batch` makes them; time dimension left open), the next one prepared
+    during the current step, the autotuner off."""
+    import tensorflow as tf
+
+    signature = (
+        {"image_features": tf.TensorSpec((None, feature_dim), tf.float32),
+         "caption_in": tf.TensorSpec((None, None), tf.int32)},
+        tf.TensorSpec((None, None), tf.int32),
+        tf.TensorSpec((None, None), tf.float32),
+    )
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return without_autotune(dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(2))

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import without_autotune
+from .data import batch_dataset
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -242,8 +242,6 @@ class DistributedBatches:
 
     def _replica_dataset(self, context):
         """The slices of this input pipeline's replicas, in replica order, batch after batch."""
-        import tensorflow as tf
-
         local = context.num_replicas_in_sync // context.num_input_pipelines
         first = context.input_pipeline_id * local
 
@@ -251,12 +249,7 @@ class DistributedBatches:
             for members in self.order:
                 yield from self.split(members)[first:first + local]
 
-        signature = ({"image_features": tf.TensorSpec((None, self.batches.features.shape[1]), tf.float32),
-                      "caption_in": tf.TensorSpec((None, None), tf.int32)},
-                     tf.TensorSpec((None, None), tf.int32),
-                     tf.TensorSpec((None, None), tf.float32))
-        dataset = tf.data.Dataset.from_generator(slices, output_signature=signature)
-        return without_autotune(dataset.apply(tf.data.experimental.assert_cardinality(len(self) * local)).prefetch(2))
+        return batch_dataset(slices, self.batches.features.shape[1], len(self) * local)
 
     def dataset(self):
         """A distributed dataset: one global batch per step.  Draw the order (:meth:`new_epoch`)

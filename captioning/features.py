@@ -85,10 +85,9 @@ def pixel_batches(encoder: ImageEncoder, image_dir: str | Path, names: list[str]
         pixels, error = tf.numpy_function(load, [position], (tf.uint8, tf.string), stateful=False)
         return tf.ensure_shape(pixels, (size, size, 3)), error
 
-    dataset = (tf.data.Dataset.range(len(names))
-               .map(load_tf, num_parallel_calls=workers, deterministic=True)
-               .batch(batch_size).prefetch(1))
-    dataset = without_autotune(dataset)
+    dataset = without_autotune(tf.data.Dataset.range(len(names))
+                               .map(load_tf, num_parallel_calls=workers, deterministic=True)
+                               .batch(batch_size).prefetch(1))
     for number, (pixels, errors) in enumerate(dataset.as_numpy_iterator()):
         for name, error in zip(names[number * batch_size:(number + 1) * batch_size], errors):
             if error:
