@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from captioning.scst import ScstSettings
+from captioning.training import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights"
@@ -142,3 +143,6 @@ def test_readme_quotes_the_default_recipe_run_as_recorded():
     assert report.run_summary(record) in readme.splitlines()
     summary = _json(record / "training_summary.json")
     assert {v["scst_epochs"] for v in summary["variants"]} == {ScstSettings().epochs}  # the default it measured
+    for variant in VARIANTS:  # and stage 1 as the defaults train it now
+        recorded = _json(record / variant / "config.json")["training"]
+        assert {k: recorded[k] for k in TrainSettings().to_dict()} == TrainSettings().to_dict(), variant
