@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import keras
@@ -57,6 +57,20 @@ class TrainSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_record(cls, recorded: dict) -> TrainSettings:
+        """The settings a bundle's config.json recorded (its "training" section); a bundle written
+        before a setting existed ran with that setting's earlier behaviour (BEFORE_RECORDED)."""
+        values = {**BEFORE_RECORDED, **recorded}
+        missing = [f.name for f in fields(cls) if f.name not in values]
+        if missing:
+            raise ValueError(f"the recorded training settings lack {', '.join(missing)}")
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+# Settings added after bundles were first written, with the value that reproduces what those bundles ran.
+BEFORE_RECORDED = {"min_delta": 0.0}  # before it, any fall of the dev loss counted as improvement
 
 
 def compile_decoder(model: keras.Model, settings: TrainSettings) -> keras.Model:

@@ -207,3 +207,15 @@ def test_falls_of_the_validation_loss_below_min_delta_do_not_count_as_improvemen
     _, history = fit_decoder(small, train, dev, settings, tmp_path / "plain")
     assert len(history["loss"]) == 6 and not history["stopped_early"]
     assert history["learning_rate"][:3] == [1e-2] * 3  # the same falls count as improvement here
+
+
+def test_settings_recorded_before_min_delta_existed_read_as_what_they_ran():
+    """A stage-1 bundle written before min_delta (e.g. for --from-bundles) stopped on any fall of the
+    dev loss: it reads as min_delta 0; a recorded value is kept; a record lacking others is refused."""
+    recorded = TrainSettings(epochs=7, min_delta=0.01).to_dict()
+    assert TrainSettings.from_record(recorded) == TrainSettings(epochs=7, min_delta=0.01)
+    del recorded["min_delta"]
+    assert TrainSettings.from_record({**recorded, "epochs_run": 5}) == TrainSettings(epochs=7, min_delta=0.0)
+    del recorded["patience"]
+    with pytest.raises(ValueError, match="lack patience"):
+        TrainSettings.from_record(recorded)

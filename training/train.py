@@ -31,7 +31,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -273,7 +273,7 @@ def trained_from_bundle(variant: str, run: Shared) -> tuple[Trained, dict, float
     if mismatch:
         raise SystemExit(f"error: {path} was trained with another {', '.join(mismatch)} than this run's data")
     training = config["training"]
-    settings = TrainSettings(**{f.name: training[f.name] for f in fields(TrainSettings)})
+    settings = TrainSettings.from_record(training)
     log.info("%s: cross-entropy stage from %s (best epoch %d of %d)", variant, path, training["best_epoch"],
              training["epochs_run"])
     trained = Trained(bundle.model, bundle.history, DecoderConfig(**config["decoder"]), settings,
