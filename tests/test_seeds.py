@@ -151,6 +151,22 @@ def test_refuses_to_mix_recipes(recorded, work, flickr8k, capsys):
     assert "refusing to mix recipes" in err and "training.epochs: 2 there, 3 here" in err
 
 
+def test_a_record_from_before_min_delta_reads_as_what_it_ran(recorded, work, flickr8k, capsys):
+    """Runs recorded before stage 1 had min_delta stopped on any fall of the dev loss: the record reads
+    as min_delta 0, so the default (0.005) is refused by name and --min-delta 0 is the same recipe."""
+    older = json.loads((work / "seed_runs.json").read_text(encoding="utf-8"))
+    del older["recipe"]["training"]["min_delta"]
+    (work / "older.json").write_text(json.dumps(older), encoding="utf-8")
+    before = (work / "older.json").read_bytes()
+    code, trainer = invoke(work, flickr8k, "--seeds", "2", "--variant", "learned", results="older.json")
+    assert code == 2 and trainer.calls == [] and (work / "older.json").read_bytes() == before
+    assert "training.min_delta: 0.0 there, 0.005 here" in capsys.readouterr().err
+    as_it_ran = seeds.training_recipe(older["recipe"]["training"])
+    assert as_it_ran == {**older["recipe"]["training"], "min_delta": 0.0}
+    with_option = seeds.train_settings(seeds.train_parse_args([*TRAIN, "--min-delta", "0"])).to_dict()
+    assert seeds.differences({"training": as_it_ran}, {"training": {k: with_option[k] for k in seeds.TRAIN_KEYS}}) == []
+
+
 def test_the_shipped_bundle_stands_for_seed_0(recorded, work, flickr8k, capsys):
     seed0 = work / "runs" / "seed-0"
     code, trainer = invoke(work, flickr8k, "--seeds", "0", "--variant", "learned", "--shipped", str(seed0),

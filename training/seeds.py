@@ -42,7 +42,7 @@ from captioning.scst import ScstSettings
 from captioning.seed_runs import (CAPTION_SETTINGS, FORMAT, SEED_RUNS_FILE, main_setting, read_seed_runs, runs_of,
                                   summary_settings, variants_of)
 from captioning.significance import image_statistics, seed_pairwise, tokenize_references
-from captioning.training import TrainSettings
+from captioning.training import BEFORE_RECORDED, TrainSettings
 from captioning.variants import VARIANTS
 from captioning.vocab import N_SPECIAL, max_length_for
 
@@ -126,10 +126,18 @@ def recipe_of(config: dict, metrics: dict) -> dict:
     return {"encoder": config["encoder"], "max_length": config["max_length"],
             "decoder": {k: v for k, v in config["decoder"].items() if k != "embedding_trainable"},
             "vocab_min_count": config["vocab"]["min_count"],
-            "training": {k: config["training"].get(k) for k in TRAIN_KEYS},
+            "training": training_recipe(config["training"]),
             "fine_tuning": None if fine_tuning is None else {
                 "method": fine_tuning.get("method"), **{k: fine_tuning.get(k) for k in SCST_KEYS}},
             "data": dict(config["data"]), "settings": sorted(metrics["scores"])}
+
+
+def training_recipe(recorded: dict) -> dict:
+    """A recorded stage-1 settings section, keyed TRAIN_KEYS; a setting added since it was written
+    reads as what that run ran (captioning.training.BEFORE_RECORDED), so records keep matching the
+    options that reproduce them."""
+    values = {**BEFORE_RECORDED, **recorded}
+    return {k: values.get(k) for k in TRAIN_KEYS}
 
 
 def embedding_of(config: dict) -> dict:
@@ -325,6 +333,8 @@ def run_seeds(args) -> int:
 def record_seeds(args, results_path: Path, out: Path) -> int:
     setup_logging(out / "seeds.log")
     results = read_seed_runs(results_path)
+    if results is not None and results.get("recipe"):  # recorded before a stage-1 setting existed: as it ran
+        results["recipe"]["training"] = training_recipe(results["recipe"]["training"])
 
     def targs_of(variant: str, seed: int):
         return train_parse_args(train_argv(args, variant, seed))
