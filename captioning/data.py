@@ -85,17 +85,18 @@ class CaptionBatches:
 
     def dataset(self):
         """A ``tf.data.Dataset`` over the batches (time dimension left open)."""
-        return batch_dataset(lambda: iter(self), self.features.shape[1], len(self))
+        return batch_dataset(lambda: iter(self), self.features.shape[1:], len(self))
 
 
-def batch_dataset(generate, feature_dim: int, batches: int):
+def batch_dataset(generate, feature_shape: tuple[int, ...], batches: int):
     """A ``tf.data.Dataset`` over the ``batches`` teacher-forcing batches that ``generate()`` yields
     (as :meth:`CaptionBatches._batch` makes them; time dimension left open), the next one prepared
-    during the current step, the autotuner off."""
+    during the current step, the autotuner off.  ``feature_shape``: one image's features,
+    ``(feature_dim,)`` for pooled ones."""
     import tensorflow as tf
 
     signature = (
-        {"image_features": tf.TensorSpec((None, feature_dim), tf.float32),
+        {"image_features": tf.TensorSpec((None, *feature_shape), tf.float32),
          "caption_in": tf.TensorSpec((None, None), tf.int32)},
         tf.TensorSpec((None, None), tf.int32),
         tf.TensorSpec((None, None), tf.float32),

@@ -54,21 +54,31 @@ def _log_softmax(logits, xp=np):
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
-def merge_step(xp, input_gates, state, image_projection, lstm_recurrent, lstm_bias, merge_kernel, merge_bias,
-               out_kernel, out_bias):
-    """One step of the merge decoder: the words' LSTM input gates (n, 4 * units) and the state (h, c)
-    -> (next-word log-probabilities (n, vocab), new state).  Written against an array namespace
-    ``xp`` offering tanh, maximum, max, sum, exp and log: NumPy for :class:`StepDecoder`; the
-    benchmark passes TensorFlow's ops to time the same step as a graph."""
+def lstm_step(xp, input_gates, state, lstm_recurrent, lstm_bias):
+    """The LSTM cell: the words' input gates (n, 4 * units) and the state (h, c) -> the new (h, c)."""
     h, c = state
     z = input_gates + h @ lstm_recurrent + lstm_bias
     u = lstm_recurrent.shape[0]
     i, f = _sigmoid(z[:, :u], xp), _sigmoid(z[:, u:2 * u], xp)
     g, o = xp.tanh(z[:, 2 * u:3 * u]), _sigmoid(z[:, 3 * u:], xp)
     c = f * c + i * g
-    h = o * xp.tanh(c)
+    return o * xp.tanh(c), c
+
+
+def merge_output(xp, image_projection, h, merge_kernel, merge_bias, out_kernel, out_bias):
+    """The merge: image projection + LSTM output (n, units) -> next-word log-probabilities (n, vocab)."""
     merged = xp.maximum((image_projection + h) @ merge_kernel + merge_bias, 0.0)
-    return _log_softmax(merged @ out_kernel + out_bias, xp), (h, c)
+    return _log_softmax(merged @ out_kernel + out_bias, xp)
+
+
+def merge_step(xp, input_gates, state, image_projection, lstm_recurrent, lstm_bias, merge_kernel, merge_bias,
+               out_kernel, out_bias):
+    """One step of the merge decoder: the words' LSTM input gates (n, 4 * units) and the state (h, c)
+    -> (next-word log-probabilities (n, vocab), new state).  Written against an array namespace
+    ``xp`` offering tanh, maximum, max, sum, exp and log: NumPy for :class:`StepDecoder`; the
+    benchmark passes TensorFlow's ops to time the same step as a graph."""
+    h, c = lstm_step(xp, input_gates, state, lstm_recurrent, lstm_bias)
+    return merge_output(xp, image_projection, h, merge_kernel, merge_bias, out_kernel, out_bias), (h, c)
 
 
 def banned_ids(vocab: Vocabulary) -> np.ndarray:

@@ -249,7 +249,7 @@ class DistributedBatches:
             for members in self.order:
                 yield from self.split(members)[first:first + local]
 
-        return batch_dataset(slices, self.batches.features.shape[1], len(self) * local)
+        return batch_dataset(slices, self.batches.features.shape[1:], len(self) * local)
 
     def dataset(self):
         """A distributed dataset: one global batch per step.  Draw the order (:meth:`new_epoch`)

@@ -107,6 +107,7 @@ def fit_decoder(
     checkpoint_dir: str | Path,
     embedding_matrix: np.ndarray | None = None,
     strategy=None,
+    build=build_decoder,
 ) -> tuple[keras.Model, dict]:
     """Train (or resume) and return the model holding its best weights, with the history:
     ``{"loss": [...], "val_loss": [...], "epoch_seconds": [...], "best_epoch": n, "stopped_early": bool}``.
@@ -114,23 +115,26 @@ def fit_decoder(
     ``strategy``: a ``tf.distribute`` strategy from :func:`captioning.distribute.make_strategy`
     (created before any other TensorFlow op), or None for one process on one device.  With a
     strategy the returned model is a plain single-device copy of the trained weights, so that
-    evaluation and fine-tuning afterwards run on this worker alone."""
+    evaluation and fine-tuning afterwards run on this worker alone.
+
+    ``build(config, embedding_matrix) -> keras.Model``: the decoder to fit, :func:`build_decoder` unless
+    a measuring tool tries another architecture (``tools/stage1_probes.py``)."""
     checkpoint_dir = Path(checkpoint_dir)
     if distribute.is_chief(strategy):
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        return _fit(config, train, dev, settings, checkpoint_dir, embedding_matrix, strategy)
+        return _fit(config, train, dev, settings, checkpoint_dir, embedding_matrix, strategy, build)
     own = Path(tempfile.mkdtemp(prefix=f"worker{distribute.worker_index(strategy)}-checkpoints-"))
     try:
         for name in (LAST, BEST, STATE):  # the chief's checkpoint, where this worker can read it
             if (checkpoint_dir / name).is_file():
                 shutil.copy2(checkpoint_dir / name, own / name)
-        return _fit(config, train, dev, settings, own, embedding_matrix, strategy)
+        return _fit(config, train, dev, settings, own, embedding_matrix, strategy, build)
     finally:
         shutil.rmtree(own, ignore_errors=True)
 
 
 def _fit(config: DecoderConfig, train: CaptionBatches, dev: CaptionBatches, settings: TrainSettings,
-         checkpoint_dir: Path, embedding_matrix: np.ndarray | None, strategy) -> tuple[keras.Model, dict]:
+         checkpoint_dir: Path, embedding_matrix: np.ndarray | None, strategy, build) -> tuple[keras.Model, dict]:
     last, best, state_file = checkpoint_dir / LAST, checkpoint_dir / BEST, checkpoint_dir / STATE
     keras.utils.set_random_seed(settings.seed)
 
@@ -152,7 +156,7 @@ def _fit(config: DecoderConfig, train: CaptionBatches, dev: CaptionBatches, sett
             state = {"epoch": 0, "best_val_loss": float("inf"), "best_epoch": 0, "wait": 0,
                      "learning_rate": settings.learning_rate,
                      "history": {"loss": [], "val_loss": [], "epoch_seconds": [], "learning_rate": []}}
-            model = compile_decoder(build_decoder(config, embedding_matrix), settings)
+            model = compile_decoder(build(config, embedding_matrix), settings)
     state["run"] = identity
 
     history = state["history"]
@@ -197,12 +201,12 @@ def _fit(config: DecoderConfig, train: CaptionBatches, dev: CaptionBatches, sett
 
     model.load_weights(best)
     if strategy is not None:  # what follows (evaluation, fine-tuning, saving) runs on one worker, one device
-        model = _single_device_copy(model, config, settings)
+        model = _single_device_copy(model, config, settings, build)
     return model, {**history, "best_epoch": state["best_epoch"], "stopped_early": stopped_early}
 
 
-def _single_device_copy(model: keras.Model, config: DecoderConfig, settings: TrainSettings) -> keras.Model:
+def _single_device_copy(model: keras.Model, config: DecoderConfig, settings: TrainSettings, build) -> keras.Model:
     """The trained weights in a decoder built outside any strategy (plain variables on this host)."""
-    copy = compile_decoder(build_decoder(config), settings)
+    copy = compile_decoder(build(config, None), settings)
     copy.set_weights(model.get_weights())
     return copy
