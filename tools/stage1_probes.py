@@ -49,14 +49,14 @@ from captioning.corpus import load_corpus
 from captioning.data import CaptionBatches, encode_captions
 from captioning.decoding import StepDecoder, lstm_step, merge_output
 from captioning.encoders import DEFAULT_ENCODER, load_encoder
-from captioning.encoders.efficientnet_lite import build_efficientnet_lite0, load_imagenet_weights, preprocess
+from captioning.encoders.efficientnet_lite import preprocess
 from captioning.evaluation import evaluate_predictions
-from captioning.features import extract_features, pixel_batches
+from captioning.features import pixel_batches
 from captioning.model import (IMAGE_PROJECTION, LSTM, MERGE_DENSE, WORD_EMBEDDING, WORD_PROBS, DecoderConfig,
                               build_decoder)
-from captioning.training import TrainSettings, fit_decoder
+from captioning.training import TrainSettings, fit_decoder, save_atomic
 from captioning.vocab import DEFAULT_MIN_COUNT, Vocabulary, max_length_for
-from training.common import DEFAULT_DATA, setup_logging
+from training.common import DEFAULT_DATA, features_for, setup_logging
 
 log = logging.getLogger("tools.stage1_probes")
 
@@ -103,7 +103,7 @@ def view_features(encoder, image_dir: Path, names: list[str], cache: Path) -> di
             out[view][done:done + len(pixels)] = encoder.encode_pixels(seen)
         done += len(pixels)
     log.info("features of %d views of %d photos in %.0f s", len(VIEWS), len(names), time.perf_counter() - started)
-    np.savez(cache, names=np.array(names), **out)
+    save_atomic(lambda path: np.savez(path, names=np.array(names), **out), cache)
     return out
 
 
@@ -206,19 +206,18 @@ class AttentionStep(StepDecoder):
         return logprobs, (h, c)
 
 
-def region_maps(image_dir: Path, names: list[str], cache: Path) -> np.ndarray:
-    """float16 (len(names), 49, 1280): EfficientNet-Lite0's last convolution, before pooling."""
-    if cache.is_file() and cache.with_suffix(".names.json").is_file():
-        if json.loads(cache.with_suffix(".names.json").read_text()) == names:
-            return np.load(cache)
-    full = load_imagenet_weights(build_efficientnet_lite0())
-    conv_map = keras.Model(full.input, full.get_layer("avg_pool").input)
-    maps, done = np.zeros((len(names), REGIONS, full.output.shape[-1]), np.float16), 0
-    for pixels in pixel_batches(load_encoder(DEFAULT_ENCODER), image_dir, names):
+def region_maps(encoder, image_dir: Path, names: list[str], cache: Path) -> np.ndarray:
+    """float16 (len(names), 49, 1280): the encoder's last convolution, before its pooling layer."""
+    listed = cache.with_suffix(".names.json")  # written last: a map file without it is unfinished
+    if cache.is_file() and listed.is_file() and json.loads(listed.read_text()) == names:
+        return np.load(cache)
+    conv_map = keras.Model(encoder.model.input, encoder.model.get_layer("avg_pool").input)
+    maps, done = np.zeros((len(names), REGIONS, encoder.feature_dim), np.float16), 0
+    for pixels in pixel_batches(encoder, image_dir, names):
         maps[done:done + len(pixels)] = conv_map.predict(preprocess(pixels), verbose=0).reshape(len(pixels), REGIONS, -1)
         done += len(pixels)
-    np.save(cache, maps)
-    cache.with_suffix(".names.json").write_text(json.dumps(names))
+    save_atomic(lambda path: np.save(path, maps), cache)
+    save_atomic(lambda path: Path(path).write_text(json.dumps(names)), listed)
     return maps
 
 
@@ -302,10 +301,8 @@ def main(argv=None) -> int:
     corpus = load_corpus(args.data)
     images = sorted(set(corpus.split("train") + corpus.split("dev") + corpus.split("test")))
     encoder = load_encoder(DEFAULT_ENCODER)
-    pooled = extract_features(encoder, corpus.image_dir, images, Path(args.cache_dir) / f"features-{encoder.name}.npz")
-    names = list(pooled)
-    index = {name: row for row, name in enumerate(names)}
-    features = np.stack([pooled[name] for name in names])  # (images, 1280)
+    features, index = features_for(corpus, encoder, args.cache_dir, images)  # (images, 1280), name -> row
+    names = list(index)  # in row order
     vocab = Vocabulary.build(corpus.split_captions("train"), min_count=DEFAULT_MIN_COUNT)
     train, dev = (encode_captions(corpus.captions_of(corpus.split(split)), index, vocab, MAX_WORDS)
                   for split in ("train", "dev"))
@@ -322,7 +319,7 @@ def main(argv=None) -> int:
         dev_batches = CaptionBatches(features, *dev, 256, shuffle=False)  # the photos themselves
     else:
         build, decoder_class = build_attention_decoder, AttentionStep
-        seen = region_maps(corpus.image_dir, names, Path(args.cache_dir) / f"regions-{encoder.name}.npy")
+        seen = region_maps(encoder, corpus.image_dir, names, Path(args.cache_dir) / f"regions-{encoder.name}.npy")
         train_batches = RegionBatches(seen, *train, settings.batch_size, shuffle=True, seed=args.seed)
         dev_batches = RegionBatches(seen, *dev, 256, shuffle=False)
     log.info("%s probe (%s), seed %d: %d training captions", args.probe, args.views, args.seed, len(train[1]))
