@@ -307,8 +307,8 @@ def _duration(seconds: float) -> str:
 
 ABOUT_INTRO = """
 ### Three models, one difference
-Each model is the classic *merge* captioner: a pretrained **EfficientNet-Lite0** turns the photo
-into 1280 numbers (computed once and shared by the three models), an **LSTM** reads the caption
+Each model is the classic *merge* captioner: a pretrained **CNN** turns the photo into a vector
+of numbers (computed once and shared by the three models; which CNN is said below), an **LSTM** reads the caption
 so far, and a small dense network merges the two to predict the next word.
 The three decoders are identical except for their **word embeddings**:
 

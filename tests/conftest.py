@@ -59,8 +59,9 @@ def sample_images(flickr8k) -> list[Path]:
 @pytest.fixture(scope="session")
 def encoder():
     from captioning import load_encoder
+    from captioning.encoders import DEFAULT_ENCODER
 
-    return load_encoder("efficientnet_lite0")
+    return load_encoder(DEFAULT_ENCODER)  # the committed models' and the tiny models' encoder
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The EfficientNet-Lite0 port: read without torch, and it classifies real photos."""
+"""The EfficientNet-Lite ports (Lite0, Lite2, the two side by side): read without torch, and they
+classify real photos."""
 
 import io
 import pickle
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captioning.encoders import load_encoder
 from captioning.encoders.efficientnet_lite import (
-    build_efficientnet_lite0, checkpoint_path, load_imagenet_weights, preprocess)
+    build_efficientnet_lite, checkpoint_path, input_size, load_imagenet_weights, preprocess)
 from captioning.encoders.torch_pickle import CheckpointError, load_legacy_state_dict
 from captioning.images import load_pixels
 
@@ -23,16 +25,33 @@ PHOTOS = {
 
 
 @pytest.fixture(scope="module")
-def classifier():
-    return load_imagenet_weights(build_efficientnet_lite0(include_top=True))
+def lite0():
+    return load_encoder("efficientnet_lite0")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return load_encoder("efficientnet_lite0+lite2")
+
+
+@pytest.fixture(scope="module", params=[0, 2], ids=["lite0", "lite2"])
+def classifier(request):
+    lite = request.param
+    return lite, load_imagenet_weights(build_efficientnet_lite(lite, include_top=True), lite=lite)
 
 
 @pytest.mark.parametrize("photo", sorted(PHOTOS))
 def test_port_ranks_the_right_class_top5(classifier, photo):
-    pixels = load_pixels(getattr(skimage_data, photo)(), 224)
-    logits = classifier.predict(preprocess(pixels[None]), verbose=0)[0]
+    lite, model = classifier
+    pixels = load_pixels(getattr(skimage_data, photo)(), input_size(lite))
+    logits = model.predict(preprocess(pixels[None]), verbose=0)[0]
     top5 = set(np.argsort(-logits)[:5].tolist())
-    assert top5 & PHOTOS[photo], f"{photo}: top-5 {sorted(top5)}"
+    assert top5 & PHOTOS[photo], f"Lite{lite}, {photo}: top-5 {sorted(top5)}"
+
+
+def test_a_checkpoint_of_another_size_is_refused():
+    with pytest.raises(ValueError, match="the checkpoint has 16 blocks, the model 21"):
+        load_imagenet_weights(build_efficientnet_lite(2), lite=0)
 
 
 # Recorded once (EfficientNet-Lite0 port, TensorFlow CPU) for scikit-image's photos: the first six
@@ -50,9 +69,9 @@ FEATURE_ATOL = 2e-3  # float32 sums in another order (BLAS, oneDNN) move the 4th
 
 
 @pytest.mark.parametrize("photo", sorted(REFERENCE))
-def test_features_and_classes_equal_the_recorded_reference(encoder, photo):
+def test_features_and_classes_equal_the_recorded_reference(lite0, photo):
     first, total, top5, top5_probs = REFERENCE[photo]
-    features, probs = encoder.analyse(getattr(skimage_data, photo)())
+    features, probs = lite0.analyse(getattr(skimage_data, photo)())
     np.testing.assert_allclose(features[:6], first, rtol=0, atol=FEATURE_ATOL)
     assert float(features.sum()) == pytest.approx(total, rel=1e-4)
     assert np.argsort(-probs)[:5].tolist() == top5
@@ -66,8 +85,8 @@ def test_checkpoint_reads_every_tensor_without_torch():
     assert all(np.isfinite(v).all() for v in state.values() if v.dtype.kind == "f")
 
 
-def test_feature_extractor_gives_1280_pooled_features(encoder, sample_images):
-    features = encoder.encode(sample_images[:2])
+def test_feature_extractor_gives_1280_pooled_features(lite0, sample_images):
+    features = lite0.encode(sample_images[:2])
     assert features.shape == (2, 1280) and features.dtype == np.float32
     assert not np.allclose(features[0], features[1])
 
@@ -97,9 +116,11 @@ def test_not_a_checkpoint(tmp_path):
         load_legacy_state_dict(path)
 
 
-def test_analyse_gives_the_same_features_and_class_probabilities_in_one_pass(encoder, sample_images):
+@pytest.mark.parametrize("which", ["lite0", "pair"])
+def test_analyse_gives_the_same_features_and_class_probabilities_in_one_pass(which, request, sample_images):
     """Features from the two-output pass are bit-identical to encode()'s (feature caches depend on
     it), and the class probabilities are the classifier's softmax."""
+    encoder = request.getfixturevalue(which)
     images = sample_images[:3]
     features, probs = encoder.analyse_batch(images)
     np.testing.assert_array_equal(features, encoder.encode(images))
@@ -108,12 +129,28 @@ def test_analyse_gives_the_same_features_and_class_probabilities_in_one_pass(enc
     one_features, one_probs = encoder.analyse(images[0])
     np.testing.assert_array_equal(one_features, encoder.features(images[0]))
     np.testing.assert_allclose(one_probs, probs[0], atol=1e-6)
-    classifier = load_imagenet_weights(build_efficientnet_lite0(include_top=True))
+    classifier = load_imagenet_weights(build_efficientnet_lite(0, include_top=True))
     logits = classifier.predict(preprocess(np.stack([encoder.pixels(im) for im in images])), verbose=0)
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))
     np.testing.assert_allclose(probs, expected / expected.sum(axis=1, keepdims=True), atol=1e-5)
 
 
-def test_analyse_sees_the_cat(encoder):
-    _, probs = encoder.analyse(getattr(skimage_data, "chelsea")())
+def test_analyse_sees_the_cat(lite0):
+    _, probs = lite0.analyse(getattr(skimage_data, "chelsea")())
     assert int(np.argmax(probs)) in PHOTOS["chelsea"]
+
+
+def test_lite0_and_lite2_side_by_side(lite0, pair, sample_images):
+    """The pair's first 1280 features and its class probabilities are Lite0's own (the 224 px
+    image); the other 1280 are Lite2's of the same image resized to its 260 px."""
+    import tensorflow as tf
+
+    features, probs = pair.analyse_batch(sample_images[:2])
+    lite0_features, lite0_probs = lite0.analyse_batch(sample_images[:2])
+    assert features.shape == (2, 2560) and pair.feature_dim == 2560
+    np.testing.assert_allclose(features[:, :1280], lite0_features, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(probs, lite0_probs, rtol=0, atol=1e-6)
+    lite2 = load_imagenet_weights(build_efficientnet_lite(2), lite=2)
+    pixels = np.stack([lite0.pixels(image) for image in sample_images[:2]])  # (2, 224, 224, 3)
+    resized = tf.image.resize(preprocess(pixels), (input_size(2), input_size(2)))  # bilinear, as in the graph
+    np.testing.assert_allclose(features[:, 1280:], lite2.predict(resized, verbose=0), rtol=0, atol=1e-3)

@@ -3,6 +3,7 @@ real photos scored against it, and damaged files."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -74,7 +75,7 @@ def test_committed_reference_loads_and_matches_the_encoder():
     reference = Familiarity.load()
     assert DEFAULT_PATH == ROOT / "weights" / "familiarity.h5"
     assert DEFAULT_PATH.stat().st_size < 3 * 2**20
-    assert reference.encoder == "efficientnet_lite0"
+    assert reference.encoder == json.loads((ROOT / "weights" / "learned" / "config.json").read_text())["encoder"]
     assert reference.feature_dim == ENCODERS[reference.encoder].feature_dim
     assert len(reference.train_names) == 6000 and len(reference.test_similarity) == 1000
     # Percentiles are against the test photos: their median scores about 50.

@@ -7,6 +7,7 @@ import pytest
 
 from captioning.data import CaptionBatches, encode_captions
 from captioning.embeddings import embedding_matrix, load_vectors, train_vectors
+from captioning.encoders import DEFAULT_ENCODER
 from captioning.model import DecoderConfig, build_decoder
 from captioning.vocab import Vocabulary
 
@@ -120,7 +121,7 @@ def test_tiny_bundles_are_self_describing(tiny_weights):
         assert {"config.json", "vocab.json", "decoder.weights.h5", "metrics.json", "history.json",
                 "loss_curve.png"} <= names
         config = json.loads((bundle / "config.json").read_text())
-        assert config["encoder"] == "efficientnet_lite0"
+        assert config["encoder"] == DEFAULT_ENCODER
         assert config["embedding"]["kind"] == variant and config["embedding"]["trainable"] is trainable
         assert config["decoder"]["vocab_size"] == len(json.loads((bundle / "vocab.json").read_text())["words"])
         history = json.loads((bundle / "history.json").read_text())

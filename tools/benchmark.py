@@ -5,7 +5,7 @@
 
 Per image (file on disk -> features -> captions), median and p90 wall time of:
 
-  (a) the encoder alone (JPEG decode, resize, EfficientNet-Lite0);
+  (a) the encoder alone (JPEG decode, resize, the bundles' CNN);
   (b) the encoder + three greedy captions (the incremental NumPy step decoder);
   (c) the encoder + three beam-search captions, k=5;
   (d) the encoder + three greedy captions by the textbook decoder (``model.predict``
@@ -231,13 +231,19 @@ def feature_throughput(encoder, image_dir: Path, names: list[str], batch_size: i
             "images_per_second": len(names) / seconds}
 
 
+def load_captioners(weights: Path) -> list:
+    """The three bundles' captioners, sharing one encoder: the one the first bundle records (the app's too)."""
+    from captioning import Captioner
+
+    first = Captioner.load(weights / VARIANTS[0])
+    return [first, *(Captioner.load(weights / variant, encoder=first.encoder) for variant in VARIANTS[1:])]
+
+
 # -- memory -------------------------------------------------------------------------------------
 def memory_child(args) -> int:
     """Load the encoder and the three captioners, caption one image, report this process's memory."""
-    from captioning import Captioner, load_encoder
-
-    encoder = load_encoder("efficientnet_lite0")
-    captioners = [Captioner.load(Path(args.weights) / v, encoder=encoder) for v in VARIANTS]
+    captioners = load_captioners(Path(args.weights))
+    encoder = captioners[0].encoder
     features = encoder.features(args.image)
     for c in captioners:
         c.describe_features(features, "greedy")
@@ -333,11 +339,13 @@ def input_pipeline_speed(weights: Path, corpus, cache_dir: Path) -> dict:
     from captioning.vocab import Vocabulary
 
     bundle = weights / VARIANTS[0]
-    cache = default_cache_path(cache_dir, "efficientnet_lite0")
-    if not cache.is_file() or not (bundle / "config.json").is_file():
-        return {"error": f"needs the training feature cache {cache} and {bundle}"}
+    if not (bundle / "config.json").is_file():
+        return {"error": f"needs the bundle {bundle}"}
     config = json.loads((bundle / "config.json").read_text())
-    cached = read_cache(cache, "efficientnet_lite0")
+    cache = default_cache_path(cache_dir, config["encoder"])
+    if not cache.is_file():
+        return {"error": f"needs the training feature cache {cache}"}
+    cached = read_cache(cache, config["encoder"])
     train = [n for n in corpus.split("train") if n in cached]
     index = {n: i for i, n in enumerate(train)}
     features = np.stack([cached[n] for n in train])
@@ -473,7 +481,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.memory_child:
         return memory_child(args)
-    from captioning import Captioner, load_encoder
     from captioning.corpus import load_corpus
 
     weights, data = Path(args.weights), Path(args.data)
@@ -488,8 +495,8 @@ def main(argv=None) -> int:
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, load average {machine['load_average'][0]:.2f}",
           file=sys.stderr)
 
-    encoder = load_encoder("efficientnet_lite0")
-    captioners = [Captioner.load(weights / v, encoder=encoder) for v in VARIANTS]
+    captioners = load_captioners(weights)
+    encoder = captioners[0].encoder
     c0 = captioners[0]
     decoder_desc = (f"LSTM {c0.config['decoder']['units']} units, vocabulary "
                     f"{', '.join(str(len(c.vocab)) for c in captioners)} words, max {c0.max_length} words")

@@ -1,8 +1,9 @@
 """Two tries at a better stage 1 (learned embedding), measured against the default recipe: do
 their beam-3 captions score higher on the dev and test splits?
 
-    python -m tools.stage1_probes views --seed 0 --out evaluation/probes/views-seed0
-    python -m tools.stage1_probes views --views none --seed 1 --out evaluation/probes/default-seed1
+    python -m tools.stage1_probes views --encoder efficientnet_lite0 --seed 0 --out evaluation/probes/views-seed0
+    python -m tools.stage1_probes views --views none --encoder efficientnet_lite0 --seed 1 --out evaluation/probes/default-seed1
+    python -m tools.stage1_probes views --views none --seed 0 --out evaluation/probes/lite0+lite2-seed0
     python -m tools.stage1_probes attention --out evaluation/probes/attention-seed0
     python -m tools.stage1_probes table evaluation/probes/*          # the runs, as a Markdown table
     python -m tools.stage1_probes compare --a evaluation/probes/views-seed* --b evaluation/probes/default-seed*
@@ -12,11 +13,13 @@ the pooled features of one view of its photo, chosen at random: the photo itself
 four corner crops (7/8 of each side, scaled back to 224 px) or the mirrored centre crop.  Dev and
 test captions see the photo itself, as the app does.  The views' features are extracted once into
 ``<cache-dir>/views-<encoder>.npz``.  ``--views none`` is the default recipe's stage 1 through
-this same code (seed 0 reproduces ``evaluation/default_recipe/learned`` exactly).
+this same code (with ``--encoder efficientnet_lite0``, the default before Lite0 + Lite2, seed 0
+reproduces ``evaluation/lite0_recipe/learned`` exactly); ``--encoder`` (default: the library's)
+picks the features, from the cache ``training.train`` uses.
 
 **attention** (Lu et al. 2017's spatial attention, without their sentinel): the merge decoder of
 ``captioning.model`` plus, at every word, a context vector: the 7x7 map of the encoder's last
-convolution (49 regions x 1280, before pooling) projected to ``units``, weighted by a softmax over
+convolution of EfficientNet-Lite0 (49 regions x 1280, before pooling) projected to ``units``, weighted by a softmax over
 ``w . tanh(region keys + LSTM output x W)``, and added to the merge beside the pooled image
 projection.  The attention reads the LSTM's output, so teacher forcing still runs the LSTM over a
 whole caption at once.  The maps are cached in ``<cache-dir>/regions-<encoder>.npy`` (float16,
@@ -48,7 +51,7 @@ from captioning.bundle import write_json
 from captioning.corpus import load_corpus
 from captioning.data import CaptionBatches, encode_captions
 from captioning.decoding import StepDecoder, lstm_step, merge_output
-from captioning.encoders import DEFAULT_ENCODER, load_encoder
+from captioning.encoders import DEFAULT_ENCODER, ENCODERS, load_encoder
 from captioning.encoders.efficientnet_lite import preprocess
 from captioning.evaluation import evaluate_predictions
 from captioning.features import pixel_batches
@@ -61,6 +64,7 @@ from training.common import DEFAULT_DATA, features_for, setup_logging
 log = logging.getLogger("tools.stage1_probes")
 
 MAX_WORDS = 22  # training.train's default --max-words
+ATTENTION_ENCODER = "efficientnet_lite0"  # one CNN, whose last convolution the attention reads
 BEAM_WIDTH = 3
 CROP = 196  # 7/8 of 224
 
@@ -240,6 +244,7 @@ def parse_args(argv=None):
         if probe == "views":
             run.add_argument("--views", choices=["all", "none"], default="all",
                              help="every view in VIEWS, or the photo alone (the default recipe)")
+            run.add_argument("--encoder", choices=sorted(ENCODERS), default=DEFAULT_ENCODER)
         run.add_argument("--seed", type=int, default=0)
         run.add_argument("--data", default=DEFAULT_DATA)
         run.add_argument("--cache-dir", default="cache")
@@ -259,14 +264,14 @@ def _record(run: str, name: str) -> dict:
 
 
 def print_table(runs: list[str]) -> None:
-    print("| run | probe | seed | epochs | best dev loss | dev BLEU-4 | dev CIDEr | test BLEU-4 | test CIDEr "
-          "| test words | test copied |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| run | probe | encoder | seed | epochs | best dev loss | dev BLEU-4 | dev CIDEr | test BLEU-4 "
+          "| test CIDEr | test words | test copied |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for run in runs:
         metrics, history = _record(run, "metrics.json"), _record(run, "history.json")
         probe = "default recipe" if metrics.get("views") == "none" else metrics["probe"]
         dev, test = metrics["dev"], metrics["test"]
-        print(f"| {Path(run).name} | {probe} | {metrics['seed']} | {len(history['loss'])} | "
+        print(f"| {Path(run).name} | {probe} | {metrics['encoder']} | {metrics['seed']} | {len(history['loss'])} | "
               f"{min(history['val_loss']):.3f} | {dev['BLEU-4']:.4f} | {dev['CIDEr']:.4f} | {test['BLEU-4']:.4f} | "
               f"{test['CIDEr']:.4f} | {test['vocabulary_used']} | {test['copied_from_training']:.1%} |")
 
@@ -295,13 +300,14 @@ def main(argv=None) -> int:
         print_comparison(args.a, args.b, args.data, args.resamples)
         return 0
     args.probe, args.views = args.command, getattr(args, "views", None)  # None: the attention probe
+    args.encoder = getattr(args, "encoder", ATTENTION_ENCODER)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out / "probe.log")
     corpus = load_corpus(args.data)
     images = sorted(set(corpus.split("train") + corpus.split("dev") + corpus.split("test")))
-    encoder = load_encoder(DEFAULT_ENCODER)
-    features, index = features_for(corpus, encoder, args.cache_dir, images)  # (images, 1280), name -> row
+    encoder = load_encoder(args.encoder)
+    features, index = features_for(corpus, encoder, args.cache_dir, images)  # (images, feature_dim), name -> row
     names = list(index)  # in row order
     vocab = Vocabulary.build(corpus.split_captions("train"), min_count=DEFAULT_MIN_COUNT)
     train, dev = (encode_captions(corpus.captions_of(corpus.split(split)), index, vocab, MAX_WORDS)
@@ -322,7 +328,8 @@ def main(argv=None) -> int:
         seen = region_maps(encoder, corpus.image_dir, names, Path(args.cache_dir) / f"regions-{encoder.name}.npy")
         train_batches = RegionBatches(seen, *train, settings.batch_size, shuffle=True, seed=args.seed)
         dev_batches = RegionBatches(seen, *dev, 256, shuffle=False)
-    log.info("%s probe (%s), seed %d: %d training captions", args.probe, args.views, args.seed, len(train[1]))
+    log.info("%s probe (%s, %s), seed %d: %d training captions", args.probe, args.views, encoder.name, args.seed,
+             len(train[1]))
     model, history = fit_decoder(config, train_batches, dev_batches, settings, out / "checkpoints", build=build)
     model.save_weights(out / "decoder.weights.h5")
 
@@ -337,7 +344,7 @@ def main(argv=None) -> int:
         metrics[split] = {key: round(value, 4) if isinstance(value, float) else value for key, value in scores.items()}
         log.info("%s beam %d: BLEU-4 %.4f CIDEr %.4f, %d words (%.0f s)", split, BEAM_WIDTH, scores["BLEU-4"],
                  scores["CIDEr"], scores["vocabulary_used"], time.perf_counter() - started)
-    write_json(out / "metrics.json", {"probe": args.probe, "views": args.views, "seed": args.seed,
+    write_json(out / "metrics.json", {"probe": args.probe, "views": args.views, "encoder": encoder.name, "seed": args.seed,
                                       "beam_width": BEAM_WIDTH, **metrics})
     write_json(out / "samples.json", samples)
     write_json(out / "history.json", history)

@@ -26,19 +26,22 @@ class EncoderSpec:
 
 ENCODERS = {
     "efficientnet_lite0": EncoderSpec("efficientnet_lite0", 224, 1280),
+    # Lite0 and Lite2 side by side (Lite2 sees the 224 px image resized to its 260 in the graph)
+    "efficientnet_lite0+lite2": EncoderSpec("efficientnet_lite0+lite2", 224, 2560),
     "inception_v3": EncoderSpec("inception_v3", 299, 2048),  # downloads its ImageNet weights
     "xception": EncoderSpec("xception", 299, 2048),          # downloads its ImageNet weights
 }
-DEFAULT_ENCODER = "efficientnet_lite0"
+DEFAULT_ENCODER = "efficientnet_lite0+lite2"
+_LITE_MODELS = {"efficientnet_lite0": (0,), "efficientnet_lite0+lite2": (0, 2)}  # encoder -> its Lite models
 
 
 def _build(name: str):
     """Return (keras model producing pooled features, keras model producing [pooled features,
     ImageNet class probabilities] or None, preprocessing function)."""
-    if name == "efficientnet_lite0":
-        from .efficientnet_lite import build_efficientnet_lite0_with_head, preprocess
+    if name in _LITE_MODELS:
+        from .efficientnet_lite import build_with_head, preprocess
 
-        features_model, analysis_model = build_efficientnet_lite0_with_head()
+        features_model, analysis_model = build_with_head(_LITE_MODELS[name])
         return features_model, analysis_model, preprocess
     import keras
 

