@@ -34,7 +34,7 @@ INDEX_FILE = "index.json"
 FORMAT = 1
 DTYPE = np.dtype("<f2")  # stored dtype; rows are handed out as float32
 SHARD_PATTERN = "shard-{:05d}.npy"
-DEFAULT_SHARD_SIZE = 4096  # rows per shard: 10 MB of 1280-d features, about a minute of extraction
+DEFAULT_SHARD_SIZE = 4096  # rows per shard: 21 MB of 2560-d features, about two minutes of extraction
 
 
 class ShardError(ValueError):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from captioning.data import CaptionBatches
+from captioning.encoders import DEFAULT_ENCODER
 from captioning.features import extract_features, extract_shards
 from captioning.shards import INDEX_FILE, ShardedFeatures, ShardError, ShardWriter
 from training.common import AUTO_SHARD_IMAGES, add_data_arguments, features_for, shard_folder
@@ -208,7 +209,7 @@ def test_shard_options_reach_features_for(encoder, tmp_path):
     plain = parser.parse_args(["--cache-dir", str(tmp_path)]).cache_dir
     assert shard_folder(plain, encoder, ["a.jpg"]) is None  # small corpora: the .npz cache
     many = [f"{i}.jpg" for i in range(AUTO_SHARD_IMAGES + 1)]
-    assert shard_folder(plain, encoder, many) == tmp_path / "features-efficientnet_lite0"
+    assert shard_folder(plain, encoder, many) == tmp_path / f"features-{encoder.name}"
     with pytest.raises(SystemExit):
         parser.parse_args(["--shard-size", "0"])
 
@@ -225,7 +226,7 @@ def test_training_runs_from_shards(flickr8k, tmp_path):
                        "--out", str(out), "--runs", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")])
     assert code == 0
     assert not (tmp_path / "cache").exists(), "the .npz cache was used"
-    store = ShardedFeatures(folder, "efficientnet_lite0")
+    store = ShardedFeatures(folder, DEFAULT_ENCODER)  # what training.train extracts with by default
     assert len(store) == 18 and len(json.loads((folder / INDEX_FILE).read_text())["shards"]) == 4
     assert load_bundle(out / "learned").config["data"]["train_images"] == 6
     assert (out / "learned" / "metrics.json").is_file()  # evaluated from the shards' rows too
@@ -248,7 +249,7 @@ def _no_encoder():
     from captioning.encoders import ENCODERS
 
     class Unused:
-        spec = ENCODERS["efficientnet_lite0"]
+        spec = ENCODERS[DEFAULT_ENCODER]
         name, feature_dim = spec.name, spec.feature_dim
 
         def pixels(self, image):
