@@ -232,11 +232,11 @@ def feature_throughput(encoder, image_dir: Path, names: list[str], batch_size: i
 
 
 def load_captioners(weights: Path) -> list:
-    """The three bundles' captioners, sharing one encoder: the one the first bundle records (the app's too)."""
-    from captioning import Captioner
+    """The three bundles' captioners, sharing one encoder (the one the bundles record) and one
+    familiarity reference, as the app loads them."""
+    from captioning.ensemble import Ensemble
 
-    first = Captioner.load(weights / VARIANTS[0])
-    return [first, *(Captioner.load(weights / variant, encoder=first.encoder) for variant in VARIANTS[1:])]
+    return Ensemble.load([weights / variant for variant in VARIANTS]).members
 
 
 # -- memory -------------------------------------------------------------------------------------

@@ -22,9 +22,10 @@ from captioning.corpus import load_corpus
 from captioning.encoders import load_encoder
 from captioning.familiarity import DEFAULT_PATH, Familiarity
 from training.common import DEFAULT_DATA, features_for
+from training.evaluate_guided import OOD_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-EVERYDAY = sorted((ROOT / "evaluation" / "ood").glob("*.jpg")) + [ROOT / "demo" / "examples" / "hubble_deep_field.jpg"]
+EVERYDAY = sorted(OOD_DIR.glob("*.jpg")) + [ROOT / "demo" / "examples" / "hubble_deep_field.jpg"]
 
 
 def parse_args(argv=None):
