@@ -143,5 +143,8 @@ def test_readme_quotes_the_default_recipe_run_as_recorded():
     assert report.run_summary(record) in readme.splitlines()
     summary = _json(record / "training_summary.json")
     assert {v["scst_epochs"] for v in summary["variants"]} == {ScstSettings().epochs}  # the default it measured
-    for variant in VARIANTS:  # and stage 1 as the defaults train it now
-        assert TrainSettings.from_record(_json(record / variant / "config.json")["training"]) == TrainSettings(), variant
+    scst_defaults = ScstSettings().to_dict()
+    for variant in VARIANTS:  # and both stages as the defaults train them now
+        config = _json(record / variant / "config.json")
+        assert TrainSettings.from_record(config["training"]) == TrainSettings(), variant
+        assert {k: config["fine_tuning"][k] for k in scst_defaults} == scst_defaults, variant
