@@ -19,7 +19,7 @@ import numpy as np
 from captioning import Captioner
 from captioning.decoding import LENGTH_PENALTY
 from captioning.ensemble import Ensemble
-from captioning.evaluation import caption_statistics, coco_scores
+from captioning.evaluation import evaluate_predictions
 from captioning.variants import VARIANTS
 from training.common import add_data_arguments, corpus_from_args, features_for
 
@@ -60,15 +60,13 @@ def main(argv=None) -> int:
           "search uses.\n")
     print("| model | length penalty | BLEU-4 | CIDEr | words used | mean len |")
     print("|---|---:|---:|---:|---:|---:|")
+    penalties = sorted({*args.penalties, LENGTH_PENALTY})
     for captioner in [*ensemble.members, ensemble]:
-        penalties = sorted({*args.penalties, LENGTH_PENALTY})
         for penalty, captions in captions_by_penalty(captioner, matrix, penalties, args.beam_width).items():
-            predictions = dict(zip(images, captions))
-            scores = coco_scores(predictions, references, meteor=False)
-            stats = caption_statistics(predictions, training_captions)
+            scores = evaluate_predictions(dict(zip(images, captions)), references, training_captions, meteor=False)
             mark = " *" if penalty == LENGTH_PENALTY else ""
             print(f"| {captioner.name} | {penalty:g}{mark} | {scores['BLEU-4']:.4f} | {scores['CIDEr']:.4f} | "
-                  f"{stats['vocabulary_used']} | {stats['mean_length']:.2f} |", flush=True)
+                  f"{scores['vocabulary_used']} | {scores['mean_length']:.2f} |", flush=True)
     return 0
 
 
