@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -268,11 +269,13 @@ def dev_cider(model: keras.Model, vocab: Vocabulary, dev: ScstData, max_length: 
 
 
 def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstData, max_length: int,
-              settings: ScstSettings, checkpoint_dir: str | Path) -> tuple[keras.Model, dict]:
+              settings: ScstSettings, checkpoint_dir: str | Path,
+              keep_epochs: str | Path | None = None) -> tuple[keras.Model, dict]:
     """SCST from the model's current (cross-entropy) weights; resumes a checkpoint in
     ``checkpoint_dir``.  Returns the model holding the best weights by dev CIDEr-D (possibly the
     starting ones: epoch 0) and the history ``{"dev_cider": [epoch 0, 1, ...], "mean_reward": [...],
-    "epoch_seconds": [...], "best_epoch": n}``."""
+    "epoch_seconds": [...], "best_epoch": n}``.  With ``keep_epochs``, every epoch's weights are
+    also copied there as ``epoch<n>.weights.h5`` (``tools.average_epochs`` reads them)."""
     if settings.cross_entropy_weight > 0 and train.references is None:
         raise ValueError("a cross-entropy weight needs the training images' reference captions (ScstData.references)")
     checkpoint_dir = Path(checkpoint_dir)
@@ -332,6 +335,9 @@ def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstD
             state["best_epoch"] = epoch + 1
         state["epoch"] = epoch + 1
         save_atomic(model.save_weights, last)
+        if keep_epochs is not None:
+            Path(keep_epochs).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(last, Path(keep_epochs) / f"epoch{epoch + 1}.weights.h5")
         write_json(state_file, state)
 
     model.load_weights(best)

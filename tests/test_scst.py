@@ -251,6 +251,29 @@ def test_fine_tuning_with_the_cross_entropy_term_raises_the_reward(toy_corpus, t
     assert history["best_epoch"] > 0
 
 
+def test_fine_tuning_keeps_every_epochs_weights_when_asked(toy_corpus, tmp_path):
+    """keep_epochs: epoch<N>.weights.h5 for every epoch, the last one equal to the checkpoint's last
+    weights (what tools.average_epochs averages); the kept best weights are unaffected."""
+    images, features, references, words = toy_corpus
+    data = ScstData(images, features, CiderDReward(references))
+    settings = ScstSettings(epochs=2, images_per_batch=4, learning_rate=3e-2, cross_entropy_weight=0.0)
+    vocab, model = _tiny(words)
+    tuned, history = fine_tune(model, vocab, data, data, 7, settings, tmp_path / "run", keep_epochs=tmp_path / "kept")
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["epoch1.weights.h5", "epoch2.weights.h5"]
+    best = [w.copy() for w in tuned.get_weights()]
+    _, second = _tiny(words, seed=5)
+    second.load_weights(tmp_path / "kept" / "epoch2.weights.h5")
+    last = second.get_weights()
+    second.load_weights(tmp_path / "run" / "last.weights.h5")
+    for kept, checkpoint in zip(last, second.get_weights()):
+        np.testing.assert_array_equal(kept, checkpoint)
+    second.load_weights(tmp_path / "kept" / "epoch1.weights.h5")
+    assert any(not np.array_equal(a, b) for a, b in zip(second.get_weights(), last))  # the epochs differ
+    second.load_weights(tmp_path / "run" / "best.weights.h5")
+    for kept, checkpoint in zip(best, second.get_weights()):
+        np.testing.assert_array_equal(kept, checkpoint)
+
+
 def test_fine_tuning_resumes_after_an_interruption(toy_corpus, tmp_path, monkeypatch):
     import captioning.scst as scst
 

@@ -110,6 +110,9 @@ def parse_args(argv=None):
     scst.add_argument("--scst-cross-entropy", type=float, default=scst_defaults.cross_entropy_weight,
                       help="weight of the reference captions' cross-entropy added to the SCST loss; 0: pure "
                            "SCST, which narrowed the vocabulary here (README) (default: %(default)s)")
+    scst.add_argument("--scst-keep-epochs", metavar="DIR",
+                      help="also keep every SCST epoch's weights, as DIR/<variant>/epoch<N>.weights.h5 "
+                           "(what tools.average_epochs averages)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="weights", help="folder that receives <variant>/ bundles (default: %(default)s)")
     out.add_argument("--runs", default="runs", help="checkpoints of unfinished runs (default: %(default)s)")
@@ -297,7 +300,8 @@ def fine_tune_decoder(variant: str, run: Shared, trained: Trained) -> dict:
     log.info("%s: self-critical fine-tuning, %d epochs at learning rate %.0e, cross-entropy weight %g", variant,
              settings.epochs, settings.learning_rate, settings.cross_entropy_weight)
     _, history = fine_tune(trained.model, run.vocab, scst_data(run, "train"), scst_data(run, "dev"),
-                           max_length_for(args.max_words), settings, Path(args.runs) / variant / "scst")
+                           max_length_for(args.max_words), settings, Path(args.runs) / variant / "scst",
+                           keep_epochs=Path(args.scst_keep_epochs) / variant if args.scst_keep_epochs else None)
     return {**history, "settings": settings.to_dict()}
 
 
