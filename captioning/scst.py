@@ -280,6 +280,8 @@ def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstD
         raise ValueError("a cross-entropy weight needs the training images' reference captions (ScstData.references)")
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if keep_epochs is not None:
+        Path(keep_epochs).mkdir(parents=True, exist_ok=True)
     last, best, state_file = (checkpoint_dir / n for n in ("last.weights.h5", "best.weights.h5", "state.json"))
     state = json.loads(state_file.read_text()) if state_file.is_file() and last.is_file() else None
     if state is not None and state.get("settings") != settings.to_dict():
@@ -336,7 +338,6 @@ def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstD
         state["epoch"] = epoch + 1
         save_atomic(model.save_weights, last)
         if keep_epochs is not None:
-            Path(keep_epochs).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(last, Path(keep_epochs) / f"epoch{epoch + 1}.weights.h5")
         write_json(state_file, state)
 

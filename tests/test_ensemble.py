@@ -233,3 +233,13 @@ def test_committed_ensemble(encoder, sample_images):
         assert_ensemble_of_one_is_the_model(captioner, features[:2], guided=False)
     ensemble = Ensemble(captioners)
     assert_valid_ensemble_captions(ensemble, features)
+
+
+def test_evaluate_ensemble_writes_another_split_beside_the_test_files(tmp_path):
+    """The test split's files are what the app and the report read: a --split dev run goes beside them."""
+    from captioning.ensemble import ENSEMBLE_METRICS_FILE, ENSEMBLE_SAMPLES_FILE
+    from training.evaluate_ensemble import output_paths
+
+    assert output_paths(tmp_path, "test") == (tmp_path / ENSEMBLE_METRICS_FILE, tmp_path / ENSEMBLE_SAMPLES_FILE)
+    assert output_paths(tmp_path, "dev") == (tmp_path / "ensemble_dev_metrics.json",
+                                             tmp_path / "ensemble_dev_samples.json")

@@ -6,7 +6,9 @@ The ensemble (:class:`captioning.ensemble.Ensemble`) decodes with the mean of th
 next-word log-probabilities; it is scored exactly as ``training.evaluate`` scores one bundle
 (same decoding settings, same metrics), and written beside the bundles:
 ``<weights>/ensemble_metrics.json`` (a bundle's metrics.json, plus the member names) and
-``<weights>/ensemble_samples.json`` (every generated caption).
+``<weights>/ensemble_samples.json`` (every generated caption).  Another split's go beside them as
+``ensemble_<split>_metrics.json`` and ``ensemble_<split>_samples.json``: the test split's files are
+the ones the app and ``training.report`` read, and a dev run must not replace them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from captioning.variants import VARIANTS
 
 from .common import add_data_arguments, corpus_from_args, features_for, setup_logging
 from .evaluate import DECODING_SETTINGS, evaluate_captioner
+
+
+def output_paths(weights: Path, split: str) -> tuple[Path, Path]:
+    """(metrics file, samples file) for the ensemble's scores on ``split``."""
+    if split == "test":
+        return weights / ENSEMBLE_METRICS_FILE, weights / ENSEMBLE_SAMPLES_FILE
+    return weights / f"ensemble_{split}_metrics.json", weights / f"ensemble_{split}_samples.json"
 
 
 def main(argv=None) -> int:
@@ -38,9 +47,10 @@ def main(argv=None) -> int:
     features, index = features_for(corpus, ensemble.encoder, args.cache_dir, corpus.split(args.split))
     metrics, samples = evaluate_captioner(ensemble, corpus, features, index, args.split, args.settings)
     metrics["members"] = list(args.models)
-    write_json(weights / ENSEMBLE_METRICS_FILE, metrics)
-    write_json(weights / ENSEMBLE_SAMPLES_FILE, samples)
-    print(f"wrote {weights / ENSEMBLE_METRICS_FILE} and {weights / ENSEMBLE_SAMPLES_FILE}")
+    metrics_path, samples_path = output_paths(weights, args.split)
+    write_json(metrics_path, metrics)
+    write_json(samples_path, samples)
+    print(f"wrote {metrics_path} and {samples_path}")
     return 0
 
 
