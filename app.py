@@ -44,7 +44,8 @@ LIVE_CAMERA = gr.WebcamOptions(mirror=False, constraints={"video": {"width": {"i
 # On a phone the captions sit below the photo and the controls: bring them into view.
 SCROLL_TO_CAPTIONS = ("() => { if (window.innerWidth < 700) document.getElementById('caption-grid')"
                       "?.scrollIntoView({behavior: 'smooth', block: 'start'}); }")
-API_DESCRIPTION = ("Caption one photo with the three models and their ensemble. method: 'greedy', 'beam' or 'guided'; "
+API_DESCRIPTION = ("Caption one photo with the three models and their ensemble. method: 'greedy', 'beam', 'consensus' "
+                   "(beam search re-ranked by the captions of similar training photos) or 'guided'; "
                    f"beam_width 1-{MAX_BEAM_WIDTH}. Returns the learned, FastText, Word2Vec and all-three-together "
                    "captions, then the details "
                    "(words, probabilities, n-best, concepts, encoder labels). The same as plain HTTP: "
@@ -68,7 +69,7 @@ def build_demo(models: ModelSet) -> gr.Blocks:
                     with gr.Column(scale=2, min_width=260):
                         beam_width = gr.Slider(1, MAX_BEAM_WIDTH, value=DEFAULT_BEAM_WIDTH, step=1,
                                                label="Beam width", elem_id="beam-width",
-                                               info="partial captions kept by beam and guided beam search")
+                                               info="partial captions kept by beam, consensus and guided beam search")
                         max_length = gr.Slider(1, longest, value=longest, step=1, elem_id="max-length",
                                                label="Maximum caption length (words)")
                         seen = gr.HTML(elem_id="seen")

@@ -3,6 +3,7 @@
     python -m captioning caption --model weights/word2vec photo.jpg other.png
     python -m captioning caption --model weights/word2vec --method beam --beam-width 5 photo.jpg
     python -m captioning caption --model weights/word2vec --method guided photo.jpg
+    python -m captioning caption --model weights/word2vec --method consensus photo.jpg
     cat photo.jpg | python -m captioning caption --model weights/word2vec -
 
 ``caption`` prints one JSON object per image and line on stdout:
@@ -10,7 +11,10 @@
     {"image": "photo.jpg", "caption": "a dog runs through the grass"}
 
 and with ``--method beam`` also ``"candidates": [[caption, log-probability], ...]``, best
-first.  ``--method guided`` (beam search guided to name what the encoder's ImageNet head sees)
+first.  ``--method consensus`` (beam search's n-best re-ranked by the captions of the 20
+training photos most like this one; needs familiarity.h5 and neighbour_captions.json beside the
+model folder) gives the candidates in its order, and ``"consensus"``: each one's score.
+``--method guided`` (beam search guided to name what the encoder's ImageNet head sees)
 adds to those ``"labels"`` (the encoder's top ImageNet classes, ``[[name, probability], ...]``),
 ``"concepts"`` (the caption words it was guided to say), ``"fallback"`` (true when the guided
 caption scored too poorly and the plain beam caption was kept), ``"rejected_concepts"`` and
@@ -61,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--method", choices=METHODS, default="greedy",
                          help="decoding (default: %(default)s)")
     caption.add_argument("--beam-width", type=_positive_int, default=DEFAULT_BEAM_WIDTH,
-                         help="beams for --method beam or guided (default: %(default)s)")
+                         help="beams for --method beam, consensus or guided (default: %(default)s)")
     caption.add_argument("--max-length", type=_positive_int, help="longest caption in words (default: the model's)")
     caption.set_defaults(run=run_caption)
     return parser
@@ -103,6 +107,10 @@ def run_caption(args, parser: argparse.ArgumentParser) -> int:
     except SettingsError as exc:
         _error(f"--max-length: {exc}")
         return EXIT_USAGE
+    if args.method == "consensus" and captioner.consensus is None:
+        _error(f"--method consensus: no consensus reference for {args.model}: it needs familiarity.h5 and "
+               "neighbour_captions.json in the folder above it (python -m training.build_familiarity)")
+        return EXIT_USAGE
 
     failed = 0
     for image in args.images:
@@ -120,8 +128,10 @@ def run_caption(args, parser: argparse.ArgumentParser) -> int:
             failed += 1
             continue
         line = {"image": image, "caption": result.caption}
-        if args.method in ("beam", "guided"):
+        if args.method in ("beam", "consensus", "guided"):
             line["candidates"] = [[text, round(logprob, 4)] for text, logprob in result.candidates]
+        if args.method == "consensus":
+            line["consensus"] = [round(score, 4) for score in result.candidate_scores]
         if args.method == "guided":
             line["labels"] = [[name, round(p, 4)] for name, p in result.labels]
             line["concepts"] = result.concepts

@@ -1,6 +1,8 @@
 """The user-facing object: a trained bundle plus the image encoder it was trained with.
 
     image -> ImageEncoder -> features -> StepDecoder (greedy | beam) -> caption
+    image -> ImageEncoder -> features -> beam search's n-best
+          -> re-ranked by the nearest training photos' captions (captioning.consensus) -> caption
     image -> ImageEncoder -> features + ImageNet class probabilities
           -> concepts (captioning.concepts) -> constrained beam search (captioning.guided) -> caption
 
@@ -15,7 +17,9 @@ the app encodes an image once and decodes it with three models.
 Guided decoding is bolder on photos unlike the training photos (:func:`captioning.guided.concept_threshold`):
 ``Captioner.load`` also loads the familiarity reference (:mod:`captioning.familiarity`) that lies
 beside the bundles, ``<bundle folder>/../familiarity.h5``, when there is one.  Without it guided
-decoding uses the strict threshold on every photo.
+decoding uses the strict threshold on every photo.  Consensus re-ranking needs that reference and
+the training photos' captions beside it (``neighbour_captions.json``); without them the method
+"consensus" is refused with a message that says which file is missing.
 """
 
 from __future__ import annotations
@@ -28,16 +32,18 @@ import numpy as np
 
 from .bundle import Bundle, load_bundle
 from .concepts import top_labels
+from .consensus import NEIGHBOUR_CAPTIONS_FILE, Consensus, NeighbourCaptions
 from .decoding import LENGTH_PENALTY, Hypothesis, StepDecoder
 from .guided import DEFAULT_MARGIN, concept_threshold, guided_caption
 from .encoders import ImageEncoder, load_encoder
 from .familiarity import Familiarity, FamiliarityResult
 from .images import ImageSource
 from .model import WORD_EMBEDDING
-from .settings import parse_settings
+from .settings import SettingsError, parse_settings
 from .vocab import N_SPECIAL
 
 FAMILIARITY_FILE = "familiarity.h5"  # beside the bundle folders (weights/familiarity.h5)
+REFERENCE_FILES = (FAMILIARITY_FILE, NEIGHBOUR_CAPTIONS_FILE)  # what Captioner.load reads beside the bundles
 
 
 @dataclass
@@ -63,34 +69,46 @@ class CaptionResult:
 
 
 class Captioner:
-    def __init__(self, bundle: Bundle, encoder: ImageEncoder, familiarity: Familiarity | None = None):
+    def __init__(self, bundle: Bundle, encoder: ImageEncoder, familiarity: Familiarity | None = None,
+                 consensus: Consensus | None = None):
         if encoder.name != bundle.config["encoder"]:
             raise ValueError(f"model {bundle.path} was trained on {bundle.config['encoder']} features, "
                              f"not {encoder.name}")
         if familiarity is not None and familiarity.encoder != encoder.name:
             raise ValueError(f"the familiarity reference was built from {familiarity.encoder} features, "
                              f"not {encoder.name}")
+        if consensus is not None and consensus.encoder != encoder.name:
+            raise ValueError(f"the consensus reference ranks photos by {consensus.encoder} features, not {encoder.name}")
         self.bundle = bundle
         self.encoder = encoder
         self.familiarity = familiarity  # None: guided decoding uses the strict threshold
+        self.consensus = consensus  # None: the method "consensus" is refused
         self.vocab = bundle.vocab
         self.decoder = StepDecoder(bundle.model, bundle.vocab)
         self.max_length = int(bundle.config["max_length"])
 
     @classmethod
     def load(cls, path: str | Path, encoder: ImageEncoder | None = None,
-             familiarity: Familiarity | str | Path | bool | None = None) -> "Captioner":
+             familiarity: Familiarity | str | Path | bool | None = None,
+             consensus: Consensus | bool | None = None) -> "Captioner":
         """``familiarity``: a loaded reference (several captioners can share one), the path of
         one, False for none, or None (default) for ``<path>/../familiarity.h5`` when that file
         exists.  A reference that exists but cannot be read raises
-        :class:`~captioning.familiarity.FamiliarityError` (a ValueError)."""
+        :class:`~captioning.familiarity.FamiliarityError` (a ValueError).  ``consensus``: a
+        loaded :class:`~captioning.consensus.Consensus`, False for none, or None (default) for
+        one built from the familiarity reference and ``<path>/../neighbour_captions.json`` when
+        both exist (:class:`~captioning.consensus.ConsensusError` if that file cannot be read)."""
         bundle = load_bundle(path)
         if familiarity is None:
             default = Path(path).parent / FAMILIARITY_FILE
             familiarity = Familiarity.load(default) if default.is_file() else False
         elif isinstance(familiarity, (str, Path)):
             familiarity = Familiarity.load(familiarity)
-        return cls(bundle, encoder or load_encoder(bundle.config["encoder"]), familiarity or None)
+        if consensus is None:
+            captions = Path(path).parent / NEIGHBOUR_CAPTIONS_FILE
+            consensus = Consensus(familiarity, NeighbourCaptions.load(captions)) if familiarity and captions.is_file() \
+                else False
+        return cls(bundle, encoder or load_encoder(bundle.config["encoder"]), familiarity or None, consensus or None)
 
     @property
     def name(self) -> str:
@@ -158,8 +176,11 @@ class Captioner:
             if "plain" not in searched:  # the key guided_caption keeps the plain beam's n-best under
                 searched["plain"] = self.decoder.beam_search(features, beam_width, max_length)
             hyps = searched["plain"]
+            scores = None
+            if method == "consensus":
+                hyps, scores = self._consensus().rerank(features, hyps, self.vocab)
             result = self._result(hyps[0])
-            self._add_candidates(result, hyps)
+            self._add_candidates(result, hyps, scores)
         result.seconds = time.perf_counter() - started
         return result
 
@@ -188,6 +209,8 @@ class Captioner:
                     for f, p in zip(features, probs)]
         if method == "greedy" or beam_width == 1:
             return [self.vocab.decode(h.ids) for h in self.decoder.greedy(features, max_length)]
+        if method == "consensus":
+            return [self.describe_features(f, "consensus", beam_width, max_length).caption for f in features]
         return [self.vocab.decode(self.decoder.beam_search(f, beam_width, max_length, n_best=1)[0].ids)
                 for f in features]
 
@@ -196,9 +219,16 @@ class Captioner:
         settings = parse_settings(method, beam_width, max_length, longest=self.max_length)
         return settings.method, settings.beam_width, settings.max_length
 
-    def _add_candidates(self, result: CaptionResult, hyps: list[Hypothesis]) -> None:
+    def _consensus(self) -> Consensus:
+        if self.consensus is None:
+            raise SettingsError(f"consensus re-ranking needs {FAMILIARITY_FILE} and {NEIGHBOUR_CAPTIONS_FILE} beside "
+                                "the models (python -m training.build_familiarity writes both)")
+        return self.consensus
+
+    def _add_candidates(self, result: CaptionResult, hyps: list[Hypothesis], scores: list[float] | None = None) -> None:
+        """The n-best list and the score it is ranked by: length-normalised log-probability, or ``scores``."""
         result.candidates = [(self.vocab.decode(h.ids), h.logprob) for h in hyps]
-        result.candidate_scores = [h.score(LENGTH_PENALTY) for h in hyps]
+        result.candidate_scores = scores if scores is not None else [h.score(LENGTH_PENALTY) for h in hyps]
 
     def _result(self, hyp: Hypothesis) -> CaptionResult:
         words = [self.vocab.words[i] for i in hyp.ids]

@@ -125,7 +125,8 @@ class Ensemble(Captioner):
     unchanged: ``describe_features`` (greedy, beam, and guided decoding: constrained beam search
     takes any decoder with the step interface), ``caption_features_batch``, ``describe``,
     ``caption``, ``candidates``.  The image is encoded once, by the first member's encoder;
-    guided decoding uses the first member's familiarity reference.  Embeddings are the
+    guided decoding uses the first member's familiarity reference, consensus re-ranking its
+    consensus reference.  Embeddings are the
     members' own (``members[i].nearest_words``).
     """
 
@@ -143,6 +144,7 @@ class Ensemble(Captioner):
         self.bundle = None  # no bundle of its own
         self.encoder = first.encoder
         self.familiarity = first.familiarity
+        self.consensus = first.consensus
         self.decoder = EnsembleDecoder([c.decoder for c in captioners], names)
         self.vocab = self.decoder.vocab
         self.max_length = min(c.max_length for c in captioners)
@@ -157,7 +159,8 @@ class Ensemble(Captioner):
             raise EnsembleError("an ensemble needs at least one model")
         first = Captioner.load(paths[0], encoder=encoder, familiarity=familiarity)
         shared = first.familiarity if first.familiarity is not None else False
-        rest = [Captioner.load(p, encoder=first.encoder, familiarity=shared) for p in paths[1:]]
+        rest = [Captioner.load(p, encoder=first.encoder, familiarity=shared, consensus=first.consensus or False)
+                for p in paths[1:]]
         return cls([first, *rest], name=name)
 
     @property

@@ -229,15 +229,28 @@ class Familiarity:
 
     # -- scoring ----------------------------------------------------------------------------
 
-    def _similarities(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(similarity (n,), indices of the k nearest training photos (n, k), nearest first) of
-        features (n, F)."""
+    def _similarities(self, features: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(similarity (n,), indices of the k (default: the reference's) nearest training photos
+        (n, k), nearest first) of features (n, F)."""
+        k = self.k if k is None else min(k, len(self._train))
         z = project(features, self.components)                                       # (n, D)
         cosines = z @ self._train.T                                                     # (n, N)
-        top = np.argpartition(-cosines, self.k - 1, axis=1)[:, :self.k]                 # (n, k), unordered
+        top = np.argpartition(-cosines, k - 1, axis=1)[:, :k]                           # (n, k), unordered
         top_cosines = np.take_along_axis(cosines, top, axis=1)
         order = np.argsort(-top_cosines, axis=1, kind="stable")
         return top_cosines.mean(axis=1), np.take_along_axis(top, order, axis=1)
+
+    def nearest(self, features: np.ndarray, k: int) -> list[str]:
+        """File names of the ``k`` training photos nearest to one photo's features (feature_dim,),
+        nearest first, by the same projected cosine as the similarity."""
+        features = self._checked(features)
+        return [self.train_names[i] for i in self._similarities(features[None], k)[1][0]]
+
+    def _checked(self, features: np.ndarray) -> np.ndarray:
+        features = np.asarray(features)
+        if features.shape != (self.feature_dim,) or not np.isfinite(features).all():
+            raise ValueError(f"expected {self.feature_dim} finite {self.encoder} features, got shape {features.shape}")
+        return features
 
     def percentile(self, similarity: float) -> float:
         """% of the test photos whose similarity is lower than ``similarity``."""
@@ -246,9 +259,7 @@ class Familiarity:
 
     def score(self, features: np.ndarray) -> FamiliarityResult:
         """Familiarity of one photo from its encoder features (feature_dim,)."""
-        features = np.asarray(features)
-        if features.shape != (self.feature_dim,) or not np.isfinite(features).all():
-            raise ValueError(f"expected {self.feature_dim} finite {self.encoder} features, got shape {features.shape}")
+        features = self._checked(features)
         similarity, nearest = self._similarities(features[None])
         similarity = float(similarity[0])
         percentile = self.percentile(similarity)

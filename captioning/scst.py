@@ -121,6 +121,17 @@ class CiderDReward:
                         for words, done in zip(captions, finished)]
         return np.asarray(scorer.compute_cider(), dtype=np.float64)
 
+    def against(self, images: Sequence[str], captions: Sequence[Sequence[str]],
+                finished: Sequence[bool]) -> np.ndarray:
+        """CIDEr-D of each caption (n,) against the references of all ``images`` pooled, the same
+        pool for every caption (consensus re-ranking: ``captioning.consensus``)."""
+        pooled = [cooked for image in images for cooked in self._cooked[image]]
+        scorer = _FixedIdfCider(self._document_frequency, self._log_images)
+        scorer.crefs = [pooled] * len(captions)
+        scorer.ctest = [cook_test(_with_end(words) if done else " ".join(words))
+                        for words, done in zip(captions, finished)]
+        return np.asarray(scorer.compute_cider(), dtype=np.float64)
+
 
 def sample_captions(decoder: Decoder, features: np.ndarray, samples_per_image: int, max_length: int,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,8 @@ from .variants import VARIANTS
 SEED_RUNS_FILE = "seed_runs.json"
 FORMAT = 1
 CAPTION_SETTINGS = ("greedy", "beam3")  # whose captions are kept: per-image statistics and diversity
-SETTING_LABELS = {"greedy": "greedy", "beam3": "beam k=3", "beam5": "beam k=5"}
+SETTING_LABELS = {"greedy": "greedy", "beam3": "beam k=3", "beam5": "beam k=5",
+                  "consensus3": "beam k=3 + consensus"}  # training.evaluate's settings, in table order
 STAGE_LABELS = {"cross_entropy": "cross-entropy", "scst": "SCST"}
 # (key in "scores" or "diversity", column header, format of one value)
 SCORE_COLUMNS = (("BLEU-4", "BLEU-4", ".3f"), ("METEOR", "METEOR", ".3f"), ("CIDEr", "CIDEr", ".3f"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-METHODS = ("greedy", "beam", "guided")
+METHODS = ("greedy", "beam", "consensus", "guided")
 MAX_BEAM_WIDTH = 10  # wider beams cost time and, on these models, do not score better
 DEFAULT_BEAM_WIDTH = 3
 # A plain whole number in ASCII digits ("3", " 4 ", "3.0"); not "３", "1e1", "+-2" or True.

@@ -1,7 +1,7 @@
 """The three caption models behind the demo, loaded once and shared by every request.
 
     models = ModelSet.load("weights")                 # or ModelSet.load(weights_dir_from_env())
-    result = models.caption(image, models.settings(beam_width=3))   # one encoder pass, 3 models x 3 methods
+    result = models.caption(image, models.page_settings(beam_width=3))   # one encoder pass, 4 decoders x 4 methods
     result.captions("beam")                           # {"learned": ..., "fasttext": ..., "word2vec": ...}
 
 Nothing here holds a model at module level: the app builds one ModelSet in its
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from captioning import Captioner, CaptionResult, ImageError
-from captioning.captioner import FAMILIARITY_FILE
+from captioning.captioner import FAMILIARITY_FILE, REFERENCE_FILES
 from captioning.bundle import recover_bundle
 from captioning.concepts import top_labels
 from captioning.familiarity import Familiarity, FamiliarityResult
@@ -48,7 +48,7 @@ __all__ = ["CaptionSet", "ModelSet", "Seen", "Settings", "SettingsError", "VARIA
 
 @dataclass(frozen=True)
 class Settings:
-    """What to compute for one photo: the decoding methods (the page shows all three, an API
+    """What to compute for one photo: the decoding methods (the page shows them all, an API
     call asks for one), with one beam width and caption limit for all of them."""
 
     methods: tuple[str, ...]
@@ -96,7 +96,8 @@ class CaptionSet:
             "timings": {"encode_seconds": round(self.encode_seconds, 4),
                         **{name: round(r.seconds, 4) for name, r in results.items()}},
             "details": {name: {"words": r.words, "word_probs": [round(p, 4) for p in r.word_probs],
-                               "candidates": [{"caption": c, "logprob": round(lp, 4)} for c, lp in r.candidates],
+                               "candidates": [{"caption": c, "logprob": round(lp, 4), "score": round(score, 4)}
+                                              for c, lp, score in r.ranked_candidates()],
                                "concepts": r.concepts}
                         for name, r in results.items()},
             "encoder_labels": [{"label": label, "probability": round(p, 4)} for label, p in self.seen.labels],
@@ -123,7 +124,7 @@ def download_weights(repo_id: str, revision: str | None = None) -> Path:
 
     log.info("downloading caption models from the Hub repository %s", repo_id)
     path = snapshot_download(repo_id=repo_id, revision=revision,
-                             allow_patterns=[f"{v}/*" for v in VARIANTS] + [FAMILIARITY_FILE, ENSEMBLE_METRICS_FILE])
+                             allow_patterns=[f"{v}/*" for v in VARIANTS] + [*REFERENCE_FILES, ENSEMBLE_METRICS_FILE])
     return Path(path)
 
 
@@ -169,13 +170,15 @@ class ModelSet:
         reference = weights_dir / FAMILIARITY_FILE
         familiarity = Familiarity.load(reference) if reference.is_file() else None
         if familiarity is None:
-            log.warning("no %s: the page will not say how familiar a photo is to the training photos, and "
-                        "guided decoding uses its strict threshold on every photo", reference)
-        encoder = None
+            log.warning("no %s: the page will not say how familiar a photo is to the training photos, "
+                        "guided decoding uses its strict threshold on every photo, and there is no consensus "
+                        "re-ranking", reference)
+        encoder, consensus = None, None
         captioners = {}
-        for variant in VARIANTS:  # one encoder and one familiarity reference, shared by the three
-            captioner = Captioner.load(weights_dir / variant, encoder=encoder, familiarity=familiarity or False)
-            encoder = captioner.encoder
+        for variant in VARIANTS:  # one encoder, one familiarity and one consensus reference, shared by the three
+            captioner = Captioner.load(weights_dir / variant, encoder=encoder, familiarity=familiarity or False,
+                                       consensus=consensus)
+            encoder, consensus = captioner.encoder, captioner.consensus or False
             captioners[variant] = captioner
         scored = weights_dir / ENSEMBLE_METRICS_FILE
         ensemble_metrics = json.loads(scored.read_text(encoding="utf-8")) if scored.is_file() else None
@@ -185,11 +188,13 @@ class ModelSet:
         return models
 
     def warm_up(self) -> None:
-        """Trace the encoder's graph now so the first user does not wait for it."""
+        """Trace the encoder's graph and cook the consensus references now, so the first user does not wait."""
         blank = np.full((self.encoder.spec.input_size,) * 2 + (3,), 128, dtype=np.uint8)
         features, _ = self.encoder.analyse(blank)
         for captioner in self.captioners.values():
             captioner.describe_features(features, "greedy", max_length=2)
+        if self.captioners[VARIANTS[0]].consensus is not None:  # one, shared by the three
+            self.captioners[VARIANTS[0]].consensus.warm_up()
 
     # -- captions -------------------------------------------------------------
     @property
@@ -201,10 +206,16 @@ class ModelSet:
         """Settings of one method (the API); see page_settings for all of them."""
         return check_settings(method, beam_width, max_length, self.max_length)
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods these models can decode with: all of METHODS, less consensus without its reference."""
+        has_consensus = self.captioners[VARIANTS[0]].consensus is not None
+        return tuple(m for m in METHODS if m != "consensus" or has_consensus)
+
     def page_settings(self, beam_width=DEFAULT_BEAM_WIDTH, max_length=None) -> Settings:
         """Every method at once, as the page shows them."""
         one = check_settings(METHODS[0], beam_width, max_length, self.max_length)
-        return Settings(METHODS, one.beam_width, one.max_length)
+        return Settings(self.methods, one.beam_width, one.max_length)
 
     def caption(self, image, settings: Settings) -> CaptionSet:
         """Encode ``image`` (encoded bytes, a PIL image or an RGB array) once and caption it with

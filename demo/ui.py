@@ -31,8 +31,8 @@ EXAMPLES = ("motorcycle.jpg", "cameraman.jpg", "chelsea_cat.jpg", "rocket.jpg", 
             "hubble_deep_field.jpg")
 END_TOKEN = "⟨end⟩"
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
-SETTING_LABELS = {"greedy": "greedy", "beam3": "beam 3", "beam5": "beam 5"}
-METHOD_LABELS = {"greedy": "Greedy", "beam": "Beam search", "guided": "Guided beam"}
+SETTING_LABELS = {"greedy": "greedy", "beam3": "beam 3", "beam5": "beam 5", "consensus3": "beam 3 + consensus"}
+METHOD_LABELS = {"greedy": "Greedy", "beam": "Beam search", "consensus": "Beam + consensus", "guided": "Guided beam"}
 
 CSS = """
 .wordprobs {display: flex; flex-wrap: wrap; gap: 4px; margin: 2px 0 4px;}
@@ -46,7 +46,8 @@ CSS = """
 .timing {font-size: 0.85em; opacity: 0.85;}
 .model-title h3 {margin: 0 !important;}
 /* The caption grid: models down, methods across; on a phone each model becomes a card. */
-.grid {display: grid; grid-template-columns: 7.5em repeat(3, minmax(0, 1fr)); gap: 6px; align-items: stretch;}
+.grid {display: grid; grid-template-columns: 7.5em repeat(var(--methods, 3), minmax(0, 1fr)); gap: 6px;
+  align-items: stretch;}
 .grid .head {font-weight: 600; font-size: 0.85em; opacity: 0.8; padding: 2px 6px;}
 .grid .model {font-weight: 600; padding: 8px 6px;}
 .grid .cell {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 10px;
@@ -113,16 +114,19 @@ def word_probs_html(result: CaptionResult | None, title: str = "") -> str:
 
 
 def nbest_html(result: CaptionResult | None, method: str) -> str:
-    """Beam search's n-best list, ranked by (and showing) the length-normalised score it is ranked
-    by, with the raw total log-probability beside it."""
+    """Beam search's n-best list, ranked by (and showing) the score it is ranked by (length-normalised
+    log-probability; for consensus, agreement with the nearest training photos' captions), with
+    the raw total log-probability beside it."""
     if result is None or not result.candidates:
         return ""
     rows = "".join(f'<tr><td class="num">{rank}</td><td>{html.escape(caption or "(empty)")}</td>'
                    f'<td class="num">{score:.2f}</td><td class="num">{logprob:.2f}</td></tr>'
                    for rank, (caption, logprob, score) in enumerate(result.ranked_candidates(), start=1))
+    score = ('<th class="num" title="CIDEr-D against the captions of the training photos most like this one: '
+             'the ranking score">consensus</th>' if method == "consensus" else
+             '<th class="num" title="log-probability / length^0.7: the ranking score">score</th>')
     return (f'<table class="nbest"><caption>{METHOD_LABELS[method]}: n-best</caption>'
-            '<tr><th class="num">#</th><th>caption</th><th class="num" title="log-probability / length^0.7: '
-            'the ranking score">score</th><th class="num">log p</th></tr>' + rows + "</table>")
+            f'<tr><th class="num">#</th><th>caption</th>{score}<th class="num">log p</th></tr>' + rows + "</table>")
 
 
 def details_html(by_method: dict[str, CaptionResult] | None, name: str) -> str:
@@ -156,7 +160,8 @@ def caption_grid_html(captions: CaptionSet | None, message: str = "", error: boo
         return f'<div class="grid-message{" error" if error else ""}" role="status">{html.escape(text)}</div>'
     methods = [m for m in METHODS if m in captions.settings.methods]
     width = captions.settings.beam_width
-    heads = {"greedy": "Greedy", "beam": f"Beam (width {width})", "guided": f"Guided beam (width {width})"}
+    heads = {"greedy": "Greedy", "beam": f"Beam (width {width})", "consensus": f"Beam + consensus (width {width})",
+             "guided": f"Guided beam (width {width})"}
     cells = ['<div class="head"></div>'] + [f'<div class="head">{heads[m]}</div>' for m in methods]
     for name, by_method in captions.results.items():
         cells.append(f'<div class="model">{html.escape(LABELS[name])}</div>')
@@ -167,7 +172,8 @@ def caption_grid_html(captions: CaptionSet | None, message: str = "", error: boo
                          f'</span><span class="caption">{html.escape(result.caption or "(empty)")}</span>{note}</div>')
     settings = f"beam width {width}, at most {captions.settings.max_length} words"
     footer = f'<p class="timing">{html.escape(footer)}</p>' if footer else ""
-    return f'<div class="grid" data-settings="{settings}">{"".join(cells)}</div>{footer}'
+    return (f'<div class="grid" style="--methods: {len(methods)}" data-settings="{settings}">{"".join(cells)}</div>'
+            f'{footer}')
 
 
 def seen_html(seen: Seen | None, captions: CaptionSet | None = None) -> str:
@@ -319,7 +325,10 @@ The three decoders are identical except for their **word embeddings**:
 
 **Greedy search** takes the single most likely word at every step. **Beam search** keeps the
 *k* best partial captions (*k* = beam width) and returns the best complete ones, ranked by
-log-probability normalised by length; the n-best list shows them all. **Guided beam** is beam
+log-probability normalised by length; the n-best list shows them all. **Beam + consensus** takes
+the same *k* captions and keeps the one that agrees best (CIDEr-D) with what people wrote about
+the 20 training photos most like this one (consensus re-ranking, Devlin et al. 2015): the model
+still writes every word, the neighbours only choose. **Guided beam** is beam
 search that must say the things the encoder's own ImageNet classifier is confident about
 (constrained beam search, Anderson et al. 2017): "Persian cat" becomes the concept *cat*,
 "espresso" *coffee*; a concept the plain beam already says, or one that would make the caption
@@ -519,5 +528,6 @@ def suggestion_words(models: ModelSet, n: int = 12) -> list[str]:
 def intro_markdown() -> str:
     return ("# What do three caption models see?\n"
             "Three LSTM captioners that differ only in their word embeddings, each decoding greedily, with beam "
-            "search, and guided by the encoder's ImageNet labels. They learned from 6,000 Flickr photos, mostly "
+            "search, with beam search re-ranked by similar training photos' captions, and guided by the encoder's "
+            "ImageNet labels. They learned from 6,000 Flickr photos, mostly "
             "people and dogs outdoors.")

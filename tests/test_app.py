@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bad_inputs import CASES, ERROR, ERROR_HINTS, write_bad_inputs
-from demo.models import MODELS, VARIANTS, SettingsError, check_settings, pca_2d
+from demo.models import METHODS, MODELS, VARIANTS, SettingsError, check_settings, pca_2d
 from conftest import tracebacks_through_our_code
 from demo.server import ROOT
 from demo.uploads import MAX_UPLOAD_BYTES
@@ -72,7 +72,7 @@ def test_examples_are_cached_lazily(server):
     assert not list(server["examples_cache"].rglob("log.csv"))
 
 
-@pytest.mark.parametrize("method", ["greedy", "beam", "guided"])
+@pytest.mark.parametrize("method", METHODS)
 def test_three_captions_first(client, method):
     """The endpoint's outputs: the three captions, then the details of the same captions."""
     *captions, details = predict(client, PHOTO, method, 3)
@@ -89,6 +89,19 @@ def test_guided_through_the_api_names_the_cat(client, server, weights):
     assert all("cat" in details["details"][v]["concepts"] for v in MODELS), details
     answer = post(server, PHOTO, "guided", 3).json()
     assert [answer[v] for v in MODELS] == captions and answer["encoder_labels"][0]["probability"] > 0.3
+
+
+def test_consensus_through_the_api_reorders_the_beams_candidates(server, weights):
+    """method=consensus: each model's candidates are beam search's own, in the consensus order, and
+    its caption is the first of them."""
+    if not weights[1]:
+        pytest.skip("needs the committed models and their consensus reference")
+    beam, consensus = (post(server, OTHER_PHOTO, method, 3).json() for method in ("beam", "consensus"))
+    assert consensus["method"] == "consensus"
+    for name in MODELS:
+        ranked = [c["caption"] for c in consensus["details"][name]["candidates"]]
+        assert sorted(ranked) == sorted(c["caption"] for c in beam["details"][name]["candidates"])
+        assert consensus[name] == ranked[0]
 
 
 def test_real_models_give_distinct_nonempty_captions(client, weights):

@@ -1,5 +1,5 @@
 """The demo in a real browser: `uvicorn app:app` on a free port, headless Debian Chromium driven
-by Playwright.  Uploads a photo and reads the grid of 3 models + their ensemble x 3 methods against POST
+by Playwright.  Uploads a photo and reads the grid of 3 models + their ensemble x 4 methods against POST
 /api/caption; keyboard on the controls, examples keeping the settings, one clear message for a
 bad file, the live webcam with Chromium's fake camera, the other tabs; at desktop and phone
 widths (screenshots in the test's tmp dir, or in $CAPTION_SCREENSHOTS when set).
@@ -25,6 +25,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PHOTO = ROOT / "demo" / "examples" / "chelsea_cat.jpg"
 DESKTOP, PHONE = (1280, 900), (390, 844)
+GRID_CELLS = len(MODELS) * len(METHODS)  # every model by every method: 16
 TIMEOUT_MS = 60_000
 
 if not Path(CHROMIUM).is_file() and not shutil.which(CHROMIUM):
@@ -78,10 +79,10 @@ def grid_captions(page, selector: str = "#caption-grid") -> dict[tuple[str, str]
 def wait_for_grid(page, settings: str, selector: str = "#caption-grid") -> dict[tuple[str, str], str]:
     """Wait until the grid shows captions made with ``settings`` (e.g. "beam width 3"); return them."""
     page.wait_for_function(
-        """([sel, text]) => {
+        """([sel, text, cells]) => {
             const grid = document.querySelector(sel + ' .grid');
-            return grid && grid.dataset.settings.includes(text) && grid.querySelectorAll('.cell').length === 12;
-        }""", arg=[selector, settings], timeout=TIMEOUT_MS)
+            return grid && grid.dataset.settings.includes(text) && grid.querySelectorAll('.cell').length === cells;
+        }""", arg=[selector, settings, GRID_CELLS], timeout=TIMEOUT_MS)
     return grid_captions(page, selector)
 
 
@@ -167,7 +168,7 @@ def test_example_click_keeps_the_settings(browser, server):
     page.locator("#examples button, #examples .gallery-item").nth(1).click()
     shown = wait_for_grid(page, "beam width 4")
     assert page.locator("#beam-width input[type=number]").input_value() == "4"
-    assert len(shown) == 12
+    assert len(shown) == GRID_CELLS
     page.close()
 
 
@@ -184,7 +185,7 @@ def test_bad_file_gives_one_clear_message_then_a_photo_works(browser, server, tm
     page.screenshot(path=str(screenshots / "bad_file.png"))
     page.locator('#photo button[aria-label="Remove Image"]').first.click()
     upload(page, PHOTO)
-    assert len(wait_for_grid(page, "beam width 3")) == 12
+    assert len(wait_for_grid(page, "beam width 3")) == GRID_CELLS
     page.close()
 
 

@@ -266,3 +266,36 @@ def test_guided_without_a_familiarity_reference_reports_null(tmp_path):
     assert result.returncode == 0, result.stderr
     (line,) = json_lines(result.stdout)
     assert line["familiarity"] is None and "cat" in line["caption"].split()
+
+
+def test_consensus_with_the_committed_models_matches_the_library(encoder, flickr8k):
+    """--method consensus with a committed model: the caption is the first of the candidates, which
+    are beam search's, re-ordered by a consensus score that falls; the same as the library's and
+    as the one the committed evaluation recorded for this test photo."""
+    model = ROOT / "weights" / "learned"
+    if not (model / "decoder.weights.h5").is_file():
+        pytest.skip("no committed weights")
+    recorded = json.loads((model / "samples.json").read_text())["consensus3"]  # test image -> caption
+    photo = flickr8k / "Flicker8k_Dataset" / next(iter(recorded))
+    result = run_cli("caption", "--model", model, "--method", "consensus", photo)
+    assert result.returncode == 0, result.stderr
+    (line,) = json_lines(result.stdout)
+    assert set(line) == {"image", "caption", "candidates", "consensus"}
+    assert line["candidates"][0][0] == line["caption"] and len(line["candidates"]) == len(line["consensus"]) == 3
+    assert line["consensus"] == sorted(line["consensus"], reverse=True)
+    from captioning import Captioner
+
+    library = Captioner.load(model, encoder=encoder).describe(str(photo), method="consensus", beam_width=3)
+    assert library.caption == line["caption"]
+    assert recorded[photo.name] == line["caption"]
+
+
+def test_consensus_without_its_reference_exits_2(tmp_path):
+    model = ROOT / "weights" / "learned"
+    if not (model / "decoder.weights.h5").is_file():
+        pytest.skip("no committed weights")
+    shutil.copytree(model, tmp_path / "learned")  # nothing beside it
+    result = run_cli("caption", "--model", tmp_path / "learned", "--method", "consensus", "demo/examples/motorcycle.jpg")
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(error_lines(result.stderr)) == 1
+    assert "neighbour_captions.json" in result.stderr and "build_familiarity" in result.stderr

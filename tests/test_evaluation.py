@@ -169,3 +169,26 @@ def test_evaluate_predictions_merges_everything():
              "distinct_captions", "distinct_share"}
     assert set(scores) == COCO_KEYS | NLTK_KEYS | stats
     assert scores["distinct_captions"] == 4 and scores["copied_from_training"] == 0.0
+
+
+def test_merged_scores_keep_the_other_settings_and_fields(tmp_path):
+    """training.evaluate --merge: a new setting joins the scores already recorded; the record's
+    other fields (its date, both stages' scores) stay as they were; another split is refused."""
+    import json
+
+    from training.evaluate import write_scores
+
+    metrics_path, samples_path = tmp_path / "metrics.json", tmp_path / "samples.json"
+    old = {"split": "test", "images": 2, "date": "2026-11-27", "stages": {"scst": {"beam3": {"CIDEr": 0.5}}},
+           "scores": {"greedy": {"CIDEr": 0.4}, "beam3": {"CIDEr": 0.5}}}
+    write_scores(metrics_path, samples_path, old, {"greedy": {"a.jpg": "a dog"}, "beam3": {"a.jpg": "a dog runs"}})
+    new = {"split": "test", "images": 2, "date": "2026-12-07", "scores": {"consensus3": {"CIDEr": 0.6}}}
+    write_scores(metrics_path, samples_path, new, {"consensus3": {"a.jpg": "a dog runs on grass"}}, merge=True)
+    merged = json.loads(metrics_path.read_text())
+    assert merged["scores"] == {"greedy": {"CIDEr": 0.4}, "beam3": {"CIDEr": 0.5}, "consensus3": {"CIDEr": 0.6}}
+    assert merged["date"] == "2026-11-27" and merged["stages"] == old["stages"]
+    assert set(json.loads(samples_path.read_text())) == {"greedy", "beam3", "consensus3"}
+    with pytest.raises(ValueError, match="scores the test split, not dev"):
+        write_scores(metrics_path, samples_path, {**new, "split": "dev"}, {}, merge=True)
+    write_scores(metrics_path, samples_path, new, {"consensus3": {}})  # without merge: replaced
+    assert json.loads(metrics_path.read_text()) == new

@@ -139,7 +139,8 @@ def test_model_repo_upload_is_unchanged(project):
                                                                          "model", True)
     assert (upload, upload_repo) == ("upload_folder", "someone/caption-models")
     assert upload_options["folder_path"] == str(project / "weights")
-    assert upload_options["allow_patterns"] == [f"{v}/*" for v in push_to_hub.VARIANTS]
+    assert upload_options["allow_patterns"] == [f"{v}/*" for v in push_to_hub.VARIANTS] + [
+        "familiarity.h5", "neighbour_captions.json", "ensemble_metrics.json"]
     assert {"**/.staging-*", "**/*.old-*"} <= set(upload_options["ignore_patterns"])
 
 

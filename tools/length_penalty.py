@@ -12,7 +12,6 @@ per penalty; the one beam search uses (``captioning.decoding.LENGTH_PENALTY``) i
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
@@ -20,21 +19,17 @@ from captioning import Captioner
 from captioning.decoding import LENGTH_PENALTY
 from captioning.ensemble import Ensemble
 from captioning.evaluation import evaluate_predictions
-from captioning.variants import VARIANTS
-from training.common import add_data_arguments, corpus_from_args, features_for
+from training.common import corpus_from_args, features_for
+
+from .measure import add_split_arguments
 
 PENALTIES = (0.3, 0.5, 0.7, 0.9, 1.1, 1.3)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=Path("weights"))
-    parser.add_argument("--models", nargs="+", default=list(VARIANTS), help="bundle names (default: all three)")
-    parser.add_argument("--split", default="dev", help="split to measure on (default: %(default)s; the test "
-                                                       "split reports, it must not choose)")
     parser.add_argument("--penalties", nargs="+", type=float, default=list(PENALTIES))
-    parser.add_argument("--beam-width", type=int, default=3)
-    add_data_arguments(parser)
+    add_split_arguments(parser)
     return parser.parse_args(argv)
 
 

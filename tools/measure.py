@@ -1,8 +1,10 @@
 """Small measuring helpers shared by the tools and the reports: percentiles and timing
-summaries, a process's memory from /proc, and the CPU's name."""
+summaries, a process's memory from /proc, the CPU's name, and the arguments of the tools that
+re-decode the committed models on a split."""
 
 from __future__ import annotations
 
+import argparse
 import platform
 from pathlib import Path
 
@@ -15,6 +17,20 @@ def read_text(path: str | Path) -> str:
         return Path(path).read_text()
     except OSError:
         return ""
+
+
+def add_split_arguments(parser: argparse.ArgumentParser) -> None:
+    """--weights, --models, --split (default dev) and --beam-width, plus the data arguments: the
+    options of a tool that decodes the committed bundles and their ensemble on one split."""
+    from captioning.variants import VARIANTS
+    from training.common import add_data_arguments
+
+    parser.add_argument("--weights", type=Path, default=Path("weights"))
+    parser.add_argument("--models", nargs="+", default=list(VARIANTS), help="bundle names (default: all three)")
+    parser.add_argument("--split", default="dev", help="split to measure on (default: %(default)s; the test "
+                                                       "split reports, it must not choose)")
+    parser.add_argument("--beam-width", type=int, default=3)
+    add_data_arguments(parser)
 
 
 # -- statistics ---------------------------------------------------------------------------------

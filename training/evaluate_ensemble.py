@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from captioning.bundle import write_json
 from captioning.ensemble import ENSEMBLE_METRICS_FILE, ENSEMBLE_SAMPLES_FILE, Ensemble
 from captioning.variants import VARIANTS
 
 from .common import add_data_arguments, corpus_from_args, features_for, setup_logging
-from .evaluate import DECODING_SETTINGS, evaluate_captioner
+from .evaluate import DECODING_SETTINGS, available_settings, evaluate_captioner, write_scores
 
 
 def output_paths(weights: Path, split: str) -> tuple[Path, Path]:
@@ -36,7 +35,10 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default="weights", help="folder holding the bundles (default: %(default)s)")
     parser.add_argument("--models", nargs="+", default=list(VARIANTS), help="bundle names (default: all three)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--settings", nargs="+", choices=sorted(DECODING_SETTINGS), default=list(DECODING_SETTINGS))
+    parser.add_argument("--settings", nargs="+", choices=sorted(DECODING_SETTINGS),
+                        help="decoding settings to score (default: every one the bundles can decode)")
+    parser.add_argument("--merge", action="store_true",
+                        help="add these settings' scores to the ensemble's metrics file instead of replacing it")
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
@@ -45,11 +47,11 @@ def main(argv=None) -> int:
     corpus = corpus_from_args(args)
     ensemble = Ensemble.load([weights / name for name in args.models])  # one encoder, the bundles' own
     features, index = features_for(corpus, ensemble.encoder, args.cache_dir, corpus.split(args.split))
-    metrics, samples = evaluate_captioner(ensemble, corpus, features, index, args.split, args.settings)
+    settings = args.settings or available_settings(ensemble)
+    metrics, samples = evaluate_captioner(ensemble, corpus, features, index, args.split, settings)
     metrics["members"] = list(args.models)
     metrics_path, samples_path = output_paths(weights, args.split)
-    write_json(metrics_path, metrics)
-    write_json(samples_path, samples)
+    write_scores(metrics_path, samples_path, metrics, samples, merge=args.merge)
     print(f"wrote {metrics_path} and {samples_path}")
     return 0
 

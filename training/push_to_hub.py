@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 
 from captioning.bundle import ASIDE_MARK, REQUIRED_FILES, STAGING_PREFIX, TRASH_PREFIX
+from captioning.captioner import REFERENCE_FILES
+from captioning.ensemble import ENSEMBLE_METRICS_FILE
 from captioning.variants import VARIANTS
 
 log = logging.getLogger("training.push_to_hub")
@@ -89,14 +91,15 @@ def check_bundles(weights: Path, variants) -> list[str]:
 
 def push(weights: Path, repo: str, variants=VARIANTS, private: bool = False, token: str | None = None,
          message: str = "Upload caption model bundles", api=None) -> str:
-    """Create ``repo`` if needed and upload the bundles' folders into it; returns the commit URL."""
+    """Create ``repo`` if needed and upload the bundles' folders into it, with the files beside them
+that the app reads (the familiarity and consensus references, the ensemble's scores); returns the commit URL."""
     if api is None:
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
     api.create_repo(repo_id=repo, repo_type="model", private=private, exist_ok=True)
     commit = api.upload_folder(folder_path=str(weights), repo_id=repo, repo_type="model",
-                               allow_patterns=[f"{v}/*" for v in variants],
+                               allow_patterns=[f"{v}/*" for v in variants] + [*REFERENCE_FILES, ENSEMBLE_METRICS_FILE],
                                ignore_patterns=[f"**/{STAGING_PREFIX}*", f"**/*{ASIDE_MARK}*", f"**/{TRASH_PREFIX}*"],
                                commit_message=message)
     return str(getattr(commit, "commit_url", commit))

@@ -20,7 +20,7 @@ from pathlib import Path
 from captioning.corpus import Corpus, CorpusError, load_corpus
 from captioning.diversity import diversity, held_out_references, mean_local_recall
 from captioning.ensemble import ENSEMBLE_METRICS_FILE, ENSEMBLE_SAMPLES_FILE
-from captioning.seed_runs import (SEED_RUNS_FILE, STAGE_LABELS, comparison_label, fine_tuned, markdown_table,
+from captioning.seed_runs import (SEED_RUNS_FILE, SETTING_LABELS, STAGE_LABELS, comparison_label, fine_tuned, markdown_table,
                                   read_seed_runs, recipe_label, run_rows, seeds_rows, stage_rows,
                                   stored_comparisons, summary_settings)
 from captioning.variants import VARIANTS
@@ -30,7 +30,7 @@ from tools.measure import cpu_model
 
 from .common import DEFAULT_DATA, FINE_TUNING_SUMMARY_FILE, SUMMARY_FILE, read_training_summary
 
-SETTINGS = {"greedy": "greedy", "beam3": "beam k=3", "beam5": "beam k=5"}
+SETTINGS = SETTING_LABELS  # decoding setting -> its name in the tables, in table order
 COLUMNS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "NLTK-BLEU-4",
            "vocabulary_used", "copied_from_training", "mean_length"]
 HEADERS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "NLTK BLEU-4",

@@ -54,7 +54,7 @@ from captioning.vocab import DEFAULT_MIN_COUNT, Vocabulary, max_length_for
 
 from .common import (FINE_TUNING_SUMMARY_FILE, SUMMARY_FILE, add_data_arguments, corpus_from_args, features_for,
                      setup_logging)
-from .evaluate import DECODING_SETTINGS, evaluate_captioner, write_evaluation
+from .evaluate import PLAIN_SETTINGS, evaluate_captioner, write_evaluation
 from .report import plot_loss_curve
 
 log = logging.getLogger("training.train")
@@ -117,7 +117,7 @@ def parse_args(argv=None):
     out.add_argument("--out", default="weights", help="folder that receives <variant>/ bundles (default: %(default)s)")
     out.add_argument("--runs", default="runs", help="checkpoints of unfinished runs (default: %(default)s)")
     out.add_argument("--no-evaluate", action="store_true", help="skip the test-set evaluation")
-    out.add_argument("--settings", nargs="+", default=list(DECODING_SETTINGS),
+    out.add_argument("--settings", nargs="+", choices=PLAIN_SETTINGS, default=PLAIN_SETTINGS,
                      help="decoding settings to evaluate (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.from_bundles and args.scst_epochs < 1:

@@ -1,0 +1,87 @@
+"""Consensus re-ranking's neighbour count, measured: each committed model's and the ensemble's
+beam-search n-best on a split (default: the 1,000 dev images), re-ranked by the captions of the
+K nearest training photos for several K.
+
+    python -m tools.consensus_k [--weights weights] [--split dev] [--neighbours 5 10 20 40]
+
+K = 0 is plain beam search (its own ranking, no re-ranking).  Prints a markdown table: BLEU-4,
+CIDEr (COCO scorer), distinct words, share copied from the training captions and mean length per
+K, then each K's mean CIDEr over the three models, then a paired bootstrap over the images of the
+library's K (``captioning.consensus.NEIGHBOURS``, marked) against plain beam search for each model
+(``captioning.significance``: 10,000 resamples, seed 0).  Needs the consensus reference beside the bundles
+(``python -m training.build_familiarity``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from captioning.consensus import NEIGHBOURS, Consensus
+from captioning.ensemble import Ensemble
+from captioning.evaluation import evaluate_predictions
+from captioning.significance import comparison_table, image_statistics, paired_bootstrap, tokenize_references
+from training.common import corpus_from_args, features_for
+
+from .measure import add_split_arguments
+
+NEIGHBOUR_COUNTS = (5, 10, 20, 40)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--neighbours", nargs="+", type=int, default=list(NEIGHBOUR_COUNTS))
+    add_split_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    corpus = corpus_from_args(args)
+    ensemble = Ensemble.load([args.weights / name for name in args.models])  # one encoder, the bundles' own
+    if ensemble.consensus is None:
+        raise SystemExit(f"no consensus reference beside the bundles in {args.weights}: "
+                         "run python -m training.build_familiarity first")
+    images = corpus.split(args.split)
+    features, index = features_for(corpus, ensemble.encoder, args.cache_dir, images)
+    matrix = features[[index[name] for name in images]]  # (N, feature_dim)
+    references = corpus.captions_of(images)
+    training_captions = corpus.split_captions("train")
+    counts = sorted({0, *args.neighbours, NEIGHBOURS})
+    rerankers = {k: Consensus(ensemble.consensus.familiarity, ensemble.consensus.captions, k) for k in counts if k}
+    print(f"Split '{args.split}', {len(images)} images, beam k={args.beam_width}; K = 0: plain beam search; "
+          "* marks the K the library uses.\n")
+    print("| model | K | BLEU-4 | CIDEr | words used | copied | mean len |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    cider = {k: [] for k in counts}
+    tokenized = tokenize_references(references, images)
+    comparisons = []
+    for captioner in [*ensemble.members, ensemble]:
+        nbest = [captioner.decoder.beam_search(row, args.beam_width, captioner.max_length) for row in matrix]
+        for k in counts:
+            chosen = [hyps[0] if not k else rerankers[k].rerank(row, hyps, captioner.vocab)[0][0]
+                      for row, hyps in zip(matrix, nbest)]
+            captions = dict(zip(images, (captioner.vocab.decode(h.ids) for h in chosen)))
+            scores = evaluate_predictions(captions, references, training_captions, meteor=False)
+            if captioner is not ensemble:
+                cider[k].append(scores["CIDEr"])
+            if k in (0, NEIGHBOURS):
+                stats = image_statistics(captions, references, tokenized)
+                if k == 0:
+                    plain = stats
+                else:
+                    comparisons.append((f"{captioner.name}: K {k}", "plain beam", paired_bootstrap(stats, plain)))
+            mark = " *" if k == NEIGHBOURS else ""
+            print(f"| {captioner.name} | {k}{mark} | {scores['BLEU-4']:.4f} | {scores['CIDEr']:.4f} | "
+                  f"{scores['vocabulary_used']} | {scores['copied_from_training']:.1%} | "
+                  f"{scores['mean_length']:.2f} |", flush=True)
+    print("\n| K | mean CIDEr of the three models |\n|---:|---:|")
+    for k in counts:
+        print(f"| {k}{' *' if k == NEIGHBOURS else ''} | {np.mean(cider[k]):.4f} |")
+    print("\n" + comparison_table(comparisons, label=f"beam k={args.beam_width}, {args.split}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
