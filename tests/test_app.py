@@ -297,7 +297,8 @@ def test_push_to_hub(tmp_path, capsys):
     (_, created), (_, uploaded) = api.calls
     assert created["repo_id"] == "me/captions" and created["exist_ok"]
     assert uploaded["folder_path"] == str(tmp_path)
-    assert sorted(uploaded["allow_patterns"]) == sorted(f"{v}/*" for v in VARIANTS)
+    assert sorted(uploaded["allow_patterns"]) == sorted([*(f"{v}/*" for v in VARIANTS), "familiarity.h5",
+                                                         "neighbour_captions.json", "ensemble_metrics.json"])
 
 
 def test_importing_app_loads_no_models():
