@@ -86,7 +86,7 @@ def build_demo(models: ModelSet) -> gr.Blocks:
 
             with gr.Tab("Live", id="live"):
                 gr.Markdown("Press record: the captions follow the camera, about two updates a second "
-                            "(greedy, beam and guided, all three models). *Caption this frame* keeps the "
+                            "(every method, the three models and their ensemble). *Caption this frame* keeps the "
                             "current frame on the Caption tab with all its details.")
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2, min_width=300):

@@ -153,7 +153,7 @@ def cannot_caption(reason: Exception | str) -> str:
 
 
 def caption_grid_html(captions: CaptionSet | None, message: str = "", error: bool = False, footer: str = "") -> str:
-    """Every model's greedy, beam and guided captions in one grid (models down, methods across);
+    """Every model's captions by every method of the settings in one grid (models down, methods across);
     ``footer``: a line under it (the live tab counts its frames there)."""
     if captions is None:
         text = message or "Add a photo (upload, webcam, paste or an example) to see the captions here."
