@@ -115,19 +115,20 @@ class CiderDReward:
 
     def __call__(self, images: Sequence[str], captions: Sequence[Sequence[str]],
                  finished: Sequence[bool]) -> np.ndarray:
-        scorer = _FixedIdfCider(self._document_frequency, self._log_images)
-        scorer.crefs = [self._cooked[image] for image in images]
-        scorer.ctest = [cook_test(_with_end(words) if done else " ".join(words))
-                        for words, done in zip(captions, finished)]
-        return np.asarray(scorer.compute_cider(), dtype=np.float64)
+        return self._score([self._cooked[image] for image in images], captions, finished)
 
     def against(self, images: Sequence[str], captions: Sequence[Sequence[str]],
                 finished: Sequence[bool]) -> np.ndarray:
         """CIDEr-D of each caption (n,) against the references of all ``images`` pooled, the same
         pool for every caption (consensus re-ranking: ``captioning.consensus``)."""
         pooled = [cooked for image in images for cooked in self._cooked[image]]
+        return self._score([pooled] * len(captions), captions, finished)
+
+    def _score(self, cooked_references: list, captions: Sequence[Sequence[str]],
+               finished: Sequence[bool]) -> np.ndarray:
+        """CIDEr-D (n,) of each caption against its cooked references (one list per caption)."""
         scorer = _FixedIdfCider(self._document_frequency, self._log_images)
-        scorer.crefs = [pooled] * len(captions)
+        scorer.crefs = cooked_references
         scorer.ctest = [cook_test(_with_end(words) if done else " ".join(words))
                         for words, done in zip(captions, finished)]
         return np.asarray(scorer.compute_cider(), dtype=np.float64)
