@@ -70,7 +70,7 @@ TRASH_PREFIX = ".trash-"      # <parent>/.trash-<name>-...: claimed for deletion
 # 16 GB machine the demo runs on, so a tampered file fails with a message, not an allocation.
 MiB = 2**20
 MAX_VOCAB_SIZE = 100_000      # caption vocabularies are 2.5k (Flickr8k) to ~10k (COCO) words
-MAX_FEATURE_DIM = 8192        # the widest known encoder gives 2048 features
+MAX_FEATURE_DIM = 8192        # the widest known encoder gives 3840 features (Lite0 + Lite1 + Lite2)
 MAX_EMBEDDING_DIM = 2048      # word vectors are 50-300-d; 2048 leaves room for contextual ones
 MAX_UNITS = 4096              # the committed LSTMs have 256 units
 MAX_PARAMETERS = 50_000_000   # 200 MB of float32: ~20x the committed decoders (2.2M parameters)

@@ -5,7 +5,7 @@ wrote about the training photos most like this one.
     photo features --familiarity's projected cosine--> the K nearest training photos  (K = 20)
     their 5 K reference captions, pooled
     each candidate's CIDEr-D against the pool (training-split document frequencies, <end> counted,
-    as the SCST reward)  -->  candidates re-ordered by it, best first
+    as the SCST reward; captioning.cider)  -->  candidates re-ordered by it, best first
 
 The model still writes every word: re-ranking only chooses among the k captions beam search
 finished (k = the beam width), so it cannot say what the beam did not.  What it changes is beam
@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .cider import CiderDIndex
 from .decoding import Hypothesis
 from .familiarity import Familiarity
-from .scst import CiderDReward
 from .vocab import Vocabulary
 
 NEIGHBOUR_CAPTIONS_FILE = "neighbour_captions.json"
@@ -110,17 +110,17 @@ class Consensus:
         self.familiarity = familiarity
         self.captions = neighbour_captions
         self.neighbours = neighbours
-        self._cider: CiderDReward | None = None  # built on first use: cooking 30,000 captions takes seconds
+        self._cider: CiderDIndex | None = None  # built on first use: vectorising 30,000 captions takes a second
 
     @property
-    def cider(self) -> CiderDReward:
-        """CIDEr-D with the training split's document frequencies; each photo's references cooked once."""
+    def cider(self) -> CiderDIndex:
+        """CIDEr-D with the training split's document frequencies; every reference vectorised once."""
         if self._cider is None:
-            self._cider = CiderDReward({name: self.captions.captions[name] for name in self.familiarity.train_names})
+            self._cider = CiderDIndex({name: self.captions.captions[name] for name in self.familiarity.train_names})
         return self._cider
 
     def warm_up(self) -> None:
-        """Cook the references now (the app does at start-up, so that no visitor waits for it)."""
+        """Vectorise the references now (the app does at start-up, so that no visitor waits for it)."""
         _ = self.cider
 
     @property

@@ -45,8 +45,9 @@ import numpy as np
 from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_refs, cook_test
 
 from .bundle import write_json
+from .cider import scored_text
 from .decoding import Decoder, StepDecoder, forbid_end_at_first_step
-from .text import END, tokenize
+from .text import tokenize
 from .training import save_atomic
 from .vocab import Vocabulary
 
@@ -93,20 +94,19 @@ class _FixedIdfCider(CiderScorer):
     ref_len = property(lambda self: self._log_images, lambda self, value: None)
 
 
-def _with_end(words: Sequence[str]) -> str:
-    return " ".join([*words, END])
-
-
 class CiderDReward:
     """CIDEr-D (x10, as reported) of captions against one split's references.
 
     ``references``: image name -> its reference captions (cleaned text, as in the corpus).
     Calling it with image names and captions (word lists; ``finished`` says which ended with
-    ``<end>``) returns one reward per caption (n,).
+    ``<end>``) returns one reward per caption (n,).  pycocoevalcap computes it, vectorising the
+    references anew for each caption: right for a minibatch's 5 references per image; consensus
+    re-ranking, which scores against 100 at a time, uses :class:`captioning.cider.CiderDIndex`.
     """
 
     def __init__(self, references: Mapping[str, Sequence[str]]):
-        self._cooked = {image: cook_refs([_with_end(tokenize(r)) for r in refs]) for image, refs in references.items()}
+        self._cooked = {image: cook_refs([scored_text(tokenize(r), True) for r in refs])
+                        for image, refs in references.items()}
         counter = CiderScorer()
         counter.crefs = list(self._cooked.values())
         counter.compute_doc_freq()
@@ -115,22 +115,9 @@ class CiderDReward:
 
     def __call__(self, images: Sequence[str], captions: Sequence[Sequence[str]],
                  finished: Sequence[bool]) -> np.ndarray:
-        return self._score([self._cooked[image] for image in images], captions, finished)
-
-    def against(self, images: Sequence[str], captions: Sequence[Sequence[str]],
-                finished: Sequence[bool]) -> np.ndarray:
-        """CIDEr-D of each caption (n,) against the references of all ``images`` pooled, the same
-        pool for every caption (consensus re-ranking: ``captioning.consensus``)."""
-        pooled = [cooked for image in images for cooked in self._cooked[image]]
-        return self._score([pooled] * len(captions), captions, finished)
-
-    def _score(self, cooked_references: list, captions: Sequence[Sequence[str]],
-               finished: Sequence[bool]) -> np.ndarray:
-        """CIDEr-D (n,) of each caption against its cooked references (one list per caption)."""
         scorer = _FixedIdfCider(self._document_frequency, self._log_images)
-        scorer.crefs = cooked_references
-        scorer.ctest = [cook_test(_with_end(words) if done else " ".join(words))
-                        for words, done in zip(captions, finished)]
+        scorer.crefs = [self._cooked[image] for image in images]
+        scorer.ctest = [cook_test(scored_text(words, done)) for words, done in zip(captions, finished)]
         return np.asarray(scorer.compute_cider(), dtype=np.float64)
 
 

@@ -188,7 +188,7 @@ class ModelSet:
         return models
 
     def warm_up(self) -> None:
-        """Trace the encoder's graph and cook the consensus references now, so the first user does not wait."""
+        """Trace the encoder's graph and vectorise the consensus references now, so the first user does not wait."""
         blank = np.full((self.encoder.spec.input_size,) * 2 + (3,), 128, dtype=np.uint8)
         features, _ = self.encoder.analyse(blank)
         for captioner in self.captioners.values():

@@ -351,6 +351,8 @@ def input_pipeline_speed(weights: Path, corpus, cache_dir: Path) -> dict:
         return {"error": f"needs the training feature cache {cache}"}
     cached = read_cache(cache, config["encoder"])
     train = [n for n in corpus.split("train") if n in cached]
+    if not train:
+        return {"error": f"the feature cache {cache} holds no training photo (python -m training.train fills it)"}
     index = {n: i for i, n in enumerate(train)}
     features = np.stack([cached[n] for n in train])
     vocab = Vocabulary.from_json(bundle / "vocab.json")
@@ -459,6 +461,8 @@ def markdown(r: dict) -> str:
         lines += ["", f"Input pipeline alone (tf.data over length-bucketed batches, no model): "
                       f"{pipe['seconds_per_epoch']:.1f} s for one epoch of {pipe['captions']} captions in "
                       f"{pipe['batches']} batches{share}; prefetching overlaps it with the training steps."]
+    elif "error" in pipe:
+        lines += ["", f"Input pipeline alone: not measured ({pipe['error']})."]
     b = r["bars"]
     lines += ["", "| bar (issue 4) | target | measured | |", "|---|---:|---:|---|"]
     for name, target, value, ok in b:

@@ -24,18 +24,17 @@ class EncoderSpec:
     feature_dim: int
 
 
+LITE_FEATURE_DIM = 1280  # every Lite model's pooled head
+# Lite models side by side, features concatenated; each sees the 224 px image resized in the graph to
+# its own size (Lite1 240, Lite2 260)
+LITE_MODELS = {"efficientnet_lite0": (0,), "efficientnet_lite0+lite2": (0, 2),
+               "efficientnet_lite0+lite1+lite2": (0, 1, 2)}  # encoder -> its Lite models
 ENCODERS = {
-    "efficientnet_lite0": EncoderSpec("efficientnet_lite0", 224, 1280),
-    # Lite models side by side, features concatenated; each sees the 224 px image resized in the
-    # graph to its own size (Lite1 240, Lite2 260)
-    "efficientnet_lite0+lite2": EncoderSpec("efficientnet_lite0+lite2", 224, 2560),
-    "efficientnet_lite0+lite1+lite2": EncoderSpec("efficientnet_lite0+lite1+lite2", 224, 3840),
+    **{name: EncoderSpec(name, 224, LITE_FEATURE_DIM * len(lites)) for name, lites in LITE_MODELS.items()},
     "inception_v3": EncoderSpec("inception_v3", 299, 2048),  # downloads its ImageNet weights
     "xception": EncoderSpec("xception", 299, 2048),          # downloads its ImageNet weights
 }
 DEFAULT_ENCODER = "efficientnet_lite0+lite2"
-LITE_MODELS = {"efficientnet_lite0": (0,), "efficientnet_lite0+lite2": (0, 2),
-               "efficientnet_lite0+lite1+lite2": (0, 1, 2)}  # encoder -> its Lite models
 
 
 def _build(name: str):

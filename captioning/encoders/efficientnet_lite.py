@@ -18,9 +18,9 @@ import keras
 import numpy as np
 from keras import layers
 
+from . import LITE_FEATURE_DIM as FEATURE_DIM
 from .torch_pickle import load_legacy_state_dict
 
-FEATURE_DIM = 1280  # every Lite model's head
 BN_EPSILON = 1e-3
 
 # (expand ratio, kernel, stride, output channels, repeats) per stage, as in EfficientNet-B0.
