@@ -308,6 +308,7 @@ def test_training_runs_both_stages_and_records_them(flickr8k, tmp_path):
     """training.train with --scst-epochs: the bundle holds the stage better on dev, metrics.json
     both stages' test scores, config.json and history.json the fine-tuning, the summary each
     stage's time."""
+    from training.report import scores_table
     from training.train import main as train_main
 
     out = tmp_path / "weights"
@@ -315,7 +316,7 @@ def test_training_runs_both_stages_and_records_them(flickr8k, tmp_path):
         "--data", str(flickr8k), "--variant", "learned", "--limit-images", "40", "--epochs", "2",
         "--embedding-dim", "16", "--units", "16", "--min-count", "2", "--scst-epochs", "2",
         "--scst-learning-rate", "1e-3", "--settings", "greedy", "beam3", "--out", str(out),
-        "--runs", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+        "--runs", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--no-meteor",
     ]) == 0
     config = json.loads((out / "learned" / "config.json").read_text())
     metrics = json.loads((out / "learned" / "metrics.json").read_text())
@@ -332,6 +333,10 @@ def test_training_runs_both_stages_and_records_them(flickr8k, tmp_path):
     (variant,) = summary["variants"]
     assert variant["scst_epochs"] == 2
     assert all(variant[k] > 0 for k in ("cross_entropy_seconds", "scst_seconds", "evaluate_seconds"))
+    # --no-meteor: every other score, no METEOR, and the report says it was not scored
+    assert "CIDEr" in metrics["scores"]["greedy"] and "METEOR" not in metrics["scores"]["greedy"]
+    rows = [line for line in scores_table(out).splitlines() if line.startswith("| learned |")]
+    assert len(rows) == 2 and all(line.split(" | ")[7] == "–" for line in rows)  # the METEOR column
 
 
 def test_fine_tuning_finished_bundles_keeps_their_first_stage(flickr8k, tiny_weights, tmp_path):
@@ -345,7 +350,7 @@ def test_fine_tuning_finished_bundles_keeps_their_first_stage(flickr8k, tiny_wei
             "--data", str(flickr8k), "--variant", "fasttext", "--limit-images", str(TINY_IMAGES_PER_SPLIT),
             "--min-count", "2", "--cache-dir", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"),
             "--from-bundles", str(source), "--out", str(out), "--scst-epochs", "1", "--scst-learning-rate", "1e-3",
-            "--scst-cross-entropy", "0.5", "--settings", "greedy", *extra])
+            "--scst-cross-entropy", "0.5", "--settings", "greedy", "--no-meteor", *extra])
 
     out = tmp_path / "tuned"
     assert fine_tune_from(tiny_weights, out) == 0

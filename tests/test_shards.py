@@ -222,7 +222,7 @@ def test_training_runs_from_shards(flickr8k, tmp_path):
     folder, out = tmp_path / "shards", tmp_path / "weights"
     code = train_main(["--data", str(flickr8k), "--variant", "learned", "--limit-images", "6", "--epochs", "1",
                        "--embedding-dim", "8", "--units", "8", "--min-count", "1", "--settings", "greedy", "--scst-epochs", "0",
-                       "--feature-shards", str(folder), "--shard-size", "5",
+                       "--no-meteor", "--feature-shards", str(folder), "--shard-size", "5",
                        "--out", str(out), "--runs", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")])
     assert code == 0
     assert not (tmp_path / "cache").exists(), "the .npz cache was used"

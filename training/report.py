@@ -38,6 +38,8 @@ HEADERS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr",
 
 
 def _cell(key: str, value) -> str:
+    if value is None:  # not scored (a run with --no-meteor)
+        return "–"
     if key == "vocabulary_used":
         return str(value)
     if key == "copied_from_training":
@@ -66,7 +68,7 @@ def scores_table(weights: Path) -> str:
             if setting in scores:
                 row = scores[setting]
                 lines.append(f"| {variant} | {_stage(metrics)} | {label} | "
-                             + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |")
+                             + " | ".join(_cell(k, row.get(k)) for k in COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -98,7 +100,7 @@ def stages_table(weights: Path) -> str:
                 if setting in scores:
                     row = scores[setting]
                     lines.append(f"| {variant} | {label} | {setting_label} | "
-                                 + " | ".join(_cell(k, row[k]) for k in STAGE_COLUMNS) + " |")
+                                 + " | ".join(_cell(k, row.get(k)) for k in STAGE_COLUMNS) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -113,7 +115,7 @@ def ensemble_table(weights: Path) -> str:
     for setting, label in SETTINGS.items():
         if setting in metrics["scores"]:
             row = metrics["scores"][setting]
-            lines.append(f"| {name} | {label} | " + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |")
+            lines.append(f"| {name} | {label} | " + " | ".join(_cell(k, row.get(k)) for k in COLUMNS) + " |")
     return "\n".join(lines)
 
 

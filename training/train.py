@@ -117,6 +117,9 @@ def parse_args(argv=None):
     out.add_argument("--out", default="weights", help="folder that receives <variant>/ bundles (default: %(default)s)")
     out.add_argument("--runs", default="runs", help="checkpoints of unfinished runs (default: %(default)s)")
     out.add_argument("--no-evaluate", action="store_true", help="skip the test-set evaluation")
+    out.add_argument("--no-meteor", action="store_true",
+                     help="evaluate without METEOR (each scoring starts a Java scorer: ~6 s and a 2 GB heap); "
+                          "for quick runs, metrics.json then has no METEOR")
     out.add_argument("--settings", nargs="+", choices=PLAIN_SETTINGS, default=PLAIN_SETTINGS,
                      help="decoding settings to evaluate (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -362,7 +365,7 @@ def evaluate_model(variant: str, model, run: Shared) -> tuple[dict, dict]:
     bundle = Bundle(Path(variant), {"name": variant, "encoder": run.encoder.name,
                                     "max_length": max_length_for(run.args.max_words)}, run.vocab, model)
     return evaluate_captioner(Captioner(bundle, run.encoder), run.corpus, run.features, run.index, "test",
-                              run.args.settings)
+                              run.args.settings, meteor=not run.args.no_meteor)
 
 
 def evaluate_staged(staging: Path, run: Shared, cross_entropy_scores: dict | None = None,
@@ -370,7 +373,8 @@ def evaluate_staged(staging: Path, run: Shared, cross_entropy_scores: dict | Non
     """Score the staged bundle on the test split: its metrics.json (with both stages' scores when
     it was fine-tuned) and samples.json."""
     captioner = Captioner.load(staging, encoder=run.encoder)
-    metrics, samples = evaluate_captioner(captioner, run.corpus, run.features, run.index, "test", run.args.settings)
+    metrics, samples = evaluate_captioner(captioner, run.corpus, run.features, run.index, "test", run.args.settings,
+                                          meteor=not run.args.no_meteor)
     if scst_history is not None:
         shipped = shipped_stage(scst_history)
         metrics["shipped_stage"] = shipped
