@@ -3,10 +3,10 @@ tf-idf vectors computed once.
 
 pycocoevalcap's scorer (the SCST reward, the evaluation) turns every reference into its tf-idf
 vectors again for every candidate it meets: re-ranking beam search's 3 captions against the 100
-captions of a photo's 20 nearest training photos vectorised those 100 captions 3 times, and took
-20 ms (the page re-ranks four times per photo).  :class:`CiderDIndex` vectorises every training
-caption once, when it is built (under a second for Flickr8k's 30,000), into flat arrays, and scores
-a candidate against a whole pool with a few NumPy operations: 0.5 ms for the same re-ranking.
+captions of a photo's 20 nearest training photos vectorised those 100 captions 3 times (the page
+re-ranks four times per photo).  :class:`CiderDIndex` vectorises every training caption once, when
+it is built, into flat arrays, and scores a candidate against a whole pool with a few NumPy
+operations (``python -m tools.benchmark``: the page's four re-rankings took 100 ms, now 7).
 
 It is the COCO scorer's CIDEr-D, term for term (Vedantam et al. 2015 with the clipping and length
 penalty of pycocoevalcap): n = 1..4, idf = log(images) - log(max(1, images whose references hold
@@ -39,6 +39,16 @@ SIGMA = 6.0  # the COCO scorer's length penalty width
 MAX_WORDS = 55_000  # (words + 1) ** ORDERS must fit in an int64 key
 
 
+def _distinct(major: np.ndarray, minor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (major, minor) sorted by major, then minor: (the order that sorts them (N,), the sorted
+    positions where a distinct pair begins (D,))."""
+    order = np.lexsort((minor, major))
+    major, minor = major[order], minor[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (major[1:] != major[:-1]) | (minor[1:] != minor[:-1])
+    return order, np.flatnonzero(new)
+
+
 def scored_text(words: Sequence[str], finished: bool) -> str:
     """A caption as CIDEr-D is computed on it in this project: its words, then ``<end>`` if it
     finished (so that a caption cut short loses the references' final n-grams)."""
@@ -61,24 +71,19 @@ class CiderDIndex:
                              f"of at most {MAX_WORDS - 1}")
         self._word_ids = {word: i + 1 for i, word in enumerate(words)}  # digits 1..V: no two n-grams share a key
         self._base = len(words) + 1
+        self._order_bounds = self._base ** np.arange(1, ORDERS, dtype=np.int64)    # keys of n + 1 words start here
+        self._image_row = {image: i for i, image in enumerate(references)}
         per_image = np.array([len(refs) for refs in references.values()])
-        first_caption = np.concatenate([[0], np.cumsum(per_image)])                   # (images + 1,)
+        self._first_caption = np.concatenate([[0], np.cumsum(per_image)])            # (images + 1,)
         caption_image = np.repeat(np.arange(len(references)), per_image)              # (C,)
 
         # One entry per (caption, distinct n-gram), sorted by caption, with its count in the caption.
         caption, keys, counts = self._count_ngrams(captions)                          # (E,) each
-        first_entry = np.searchsorted(caption, first_caption)                         # (images + 1,)
-        self._spans = {image: (int(first_caption[i]), int(first_caption[i + 1]), int(first_entry[i]),
-                               int(first_entry[i + 1])) for i, image in enumerate(references)}
-        # (first caption, last + 1, first entry, last + 1) of each image
+        self._first_entry = np.searchsorted(caption, self._first_caption)            # (images + 1,)
 
         # Document frequency: how many images' references hold the n-gram.
-        image = caption_image[caption]
-        by_key = np.lexsort((image, keys))
-        sorted_keys, sorted_images = keys[by_key], image[by_key]
-        first_in_image = np.ones(len(keys), dtype=bool)
-        first_in_image[1:] = (sorted_keys[1:] != sorted_keys[:-1]) | (sorted_images[1:] != sorted_images[:-1])
-        in_images = sorted_keys[first_in_image]                                       # one key per (n-gram, image)
+        by_key, firsts = _distinct(keys, caption_image[caption])
+        in_images = keys[by_key][firsts]                                              # one key per (n-gram, image)
         self._known, document_frequency = np.unique(in_images, return_counts=True)   # (G,) sorted
         self._log_images = math.log(len(references))
         self._idf = self._log_images - np.log(np.maximum(1.0, document_frequency))   # (G,)
@@ -108,11 +113,8 @@ class CiderDIndex:
             caption_parts.append(token_caption[starts])
             key_parts.append(key)
         caption, key = np.concatenate(caption_parts), np.concatenate(key_parts)
-        order = np.lexsort((key, caption))
+        order, firsts = _distinct(caption, key)
         caption, key = caption[order], key[order]
-        new = np.ones(len(key), dtype=bool)
-        new[1:] = (caption[1:] != caption[:-1]) | (key[1:] != key[:-1])
-        firsts = np.flatnonzero(new)
         counts = np.diff(np.append(firsts, len(key))).astype(np.float64)
         return caption[firsts], key[firsts], counts
 
@@ -128,13 +130,11 @@ class CiderDIndex:
 
     def _orders(self, keys: np.ndarray) -> np.ndarray:
         """n - 1 of each key (its number of base-(V+1) digits, none of them 0, less one)."""
-        return np.searchsorted(np.array([self._base ** n for n in range(1, ORDERS)], dtype=np.int64),
-                               keys, side="right")
+        return np.searchsorted(self._order_bounds, keys, side="right")
 
     def _idf_of(self, keys: np.ndarray) -> np.ndarray:
-        """idf of n-gram keys (an n-gram no reference holds: log(images), as the COCO scorer's max(1, 0))."""
-        if not len(self._known):
-            return np.full(len(keys), self._log_images)
+        """idf of n-gram keys (an n-gram no reference holds: log(images), as the COCO scorer's max(1, 0)).
+        ``_known`` is never empty: every reference holds ``<end>``."""
         at = np.minimum(np.searchsorted(self._known, keys), len(self._known) - 1)
         return np.where(self._known[at] == keys, self._idf[at], self._log_images)
 
@@ -167,15 +167,17 @@ class CiderDIndex:
         pooled, the same pool for every caption; ``finished`` says which captions ended with ``<end>``."""
         if not len(images):
             raise ValueError("CIDEr-D needs at least one image to pool references from")
-        unknown = [image for image in images if image not in self._spans]
+        unknown = [image for image in images if image not in self._image_row]
         if unknown:
             raise KeyError(f"no references for {len(unknown)} image(s), e.g. {unknown[0]!r}")
-        spans = [self._spans[image] for image in images]
-        pool = np.concatenate([np.arange(a, b) for a, b, _, _ in spans])                  # (P,) caption rows
-        entries = np.concatenate([np.arange(c, d) for _, _, c, d in spans])               # (E_pool,)
+        rows = np.array([self._image_row[image] for image in images])                   # (K,)
+        first, stop = self._first_caption[rows], self._first_caption[rows + 1]          # (K,) caption rows
+        first_entry, stop_entry = self._first_entry[rows], self._first_entry[rows + 1]  # (K,) their entries
+        pool = np.concatenate([np.arange(a, b) for a, b in zip(first, stop)])             # (P,) caption rows
+        entries = np.concatenate([np.arange(a, b) for a, b in zip(first_entry, stop_entry)])  # (E_pool,)
         # Each entry's row in the pool: its caption shifted from its image's first caption to the pool's.
-        shift = np.cumsum([0] + [b - a for a, b, _, _ in spans[:-1]]) - np.array([a for a, _, _, _ in spans])
-        local = self._caption[entries] + np.repeat(shift, [d - c for _, _, c, d in spans])  # (E_pool,)
+        shift = np.cumsum(stop - first) - (stop - first) - first                          # (K,)
+        local = self._caption[entries] + np.repeat(shift, stop_entry - first_entry)     # (E_pool,)
         pool_keys, pool_weights, pool_orders = self._keys[entries], self._weight[entries], self._order[entries]
         pool_norm, pool_length = self._norm[pool], self._length[pool]                     # (P, 4), (P,)
 
