@@ -1,6 +1,6 @@
-"""tools/stage1_probes.py measures two stage-1 alternatives; its numbers are only worth quoting if
-the attention probe's NumPy step is its Keras model and the views probe really draws other views.
-Tiny random models, no training."""
+"""tools/stage1_probes.py measures four stage-1 alternatives; its numbers are only worth quoting if
+the attention probe's NumPy step is its Keras model, the views probe really draws other views and
+the consensus probe drops the caption the others disagree with.  Tiny random models, no training."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from captioning.model import DecoderConfig
 from captioning.vocab import SPECIAL_TOKENS, Vocabulary
-from tools.stage1_probes import REGIONS, AttentionStep, ViewBatches, build_attention_decoder
+from tools.stage1_probes import REGIONS, AttentionStep, ViewBatches, build_attention_decoder, drop_outlier_captions
 
 VOCAB = Vocabulary([*SPECIAL_TOKENS, "a", "dog", "runs", "on", "grass"])
 
@@ -51,3 +51,16 @@ def test_view_batches_draw_each_caption_s_features_from_a_random_view_of_its_own
     view, photo = inputs["image_features"].astype(int).T
     np.testing.assert_array_equal(photo, inputs["caption_in"][:, 1] - 4)  # its own photo
     assert all(set(view[photo == i]) == set(range(views)) for i in range(images))  # every view drawn for each
+
+
+def test_the_consensus_probe_drops_each_photos_caption_that_agrees_least_with_the_others():
+    captions = {
+        "dog.jpg": ["a dog runs on the grass", "a brown dog runs on green grass", "a dog is running on the grass",
+                    "the animal is outside near a red car", "a dog runs across the grass"],
+        "girl.jpg": ["a girl in a pink dress smiles", "a little girl is wearing a pink dress",
+                     "two men play guitar on a stage", "a girl wears a pink dress", "a smiling girl in pink"],
+    }
+    kept = drop_outlier_captions(captions)
+    assert kept == {"dog.jpg": [c for c in captions["dog.jpg"] if "red car" not in c],  # order kept
+                    "girl.jpg": [c for c in captions["girl.jpg"] if "guitar" not in c]}
+    assert [len(v) for v in drop_outlier_captions(captions, drop=2).values()] == [3, 3]

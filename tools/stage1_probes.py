@@ -1,10 +1,12 @@
-"""Two tries at a better stage 1 (learned embedding), measured against the default recipe: do
+"""Four tries at a better stage 1 (learned embedding), measured against the default recipe: do
 their beam-3 captions score higher on the dev and test splits?
 
     python -m tools.stage1_probes views --encoder efficientnet_lite0 --seed 0 --out evaluation/probes/views-seed0
     python -m tools.stage1_probes views --views none --encoder efficientnet_lite0 --seed 1 --out evaluation/probes/default-seed1
     python -m tools.stage1_probes views --views none --seed 0 --out evaluation/probes/lite0+lite2-seed0
     python -m tools.stage1_probes attention --out evaluation/probes/attention-seed0
+    python -m tools.stage1_probes classes --seed 0 --out evaluation/probes/classes-seed0
+    python -m tools.stage1_probes consensus --seed 0 --out evaluation/probes/consensus-seed0
     python -m tools.stage1_probes table evaluation/probes/*          # the runs, as a Markdown table
     python -m tools.stage1_probes compare --a evaluation/probes/views-seed* --b evaluation/probes/default-seed*
 
@@ -25,6 +27,21 @@ projection.  The attention reads the LSTM's output, so teacher forcing still run
 whole caption at once.  The maps are cached in ``<cache-dir>/regions-<encoder>.npy`` (float16,
 1 GB for Flickr8k).  Its NumPy step (:class:`AttentionStep`) matches the Keras model to float
 rounding and runs the library's beam search unchanged.
+
+**classes** (what the encoder's ImageNet head knows, as an input): the pooled features with
+EfficientNet-Lite0's 1000 class probabilities appended, ``sqrt(p)`` so that the runners-up of a
+confident class are not lost under it, into the same merge decoder (``feature_dim`` + 1000).  The
+head was trained on 1.2 million ImageNet photos; a linear layer fitted to 6,000 Flickr photos cannot
+learn it from the features, though the features hold the same information.  The app computes these
+probabilities anyway (guided decoding), so at inference it would cost nothing.  Cached in
+``<cache-dir>/classes-<encoder>.npy``.
+
+**consensus** (cleaner training captions): each training photo's caption that agrees least with
+its other captions (lowest CIDEr-D against them, pycocoevalcap) is dropped before training, a fifth
+of the captions.  CIDEr rewards the n-grams most people used; the odd caption out teaches phrasing
+nobody will be scored on (dropped: "the kid is in front of a car with a put and a ball"; kept, among
+others: "a little girl plays croquet next to a truck").  The vocabulary is the full split's, and the
+batches are the default recipe's (``--views none``), so only the captions differ.
 
 ``compare`` bootstraps the difference of two groups of runs (seeds) on each split
 (``captioning.significance.seed_bootstrap``: over the images and the seeds).
@@ -234,13 +251,45 @@ class RegionBatches(CaptionBatches):
         return inputs, target, weights
 
 
+# -- classes -----------------------------------------------------------------------------------
+
+def class_probabilities(encoder, image_dir: Path, names: list[str], cache: Path) -> np.ndarray:
+    """float32 (len(names), 1000): the encoder's ImageNet class probabilities, rows in ``names`` order."""
+    if not encoder.has_classes:
+        raise SystemExit(f"encoder {encoder.name} has no ImageNet head: the classes probe needs one")
+    listed = cache.with_suffix(".names.json")  # written last: a file without it is unfinished
+    if cache.is_file() and listed.is_file() and json.loads(listed.read_text()) == names:
+        return np.load(cache)
+    probs = np.concatenate([encoder.analyse_pixels(pixels)[1] for pixels in pixel_batches(encoder, image_dir, names)])
+    save_atomic(lambda path: np.save(path, probs.astype(np.float32)), cache)
+    save_atomic(lambda path: Path(path).write_text(json.dumps(names)), listed)
+    return probs
+
+
+# -- consensus ---------------------------------------------------------------------------------
+
+def drop_outlier_captions(captions: dict[str, list[str]], drop: int = 1) -> dict[str, list[str]]:
+    """Each image's captions without the ``drop`` of them with the lowest CIDEr-D against the
+    image's other captions (pycocoevalcap's scorer; document frequencies over every such pair)."""
+    from pycocoevalcap.cider.cider import Cider
+
+    keys = [(image, n) for image, texts in captions.items() for n in range(len(texts))]
+    references = {k: [t for m, t in enumerate(captions[k[0]]) if m != k[1]] for k in keys}
+    _, scores = Cider().compute_score(references, {k: [captions[k[0]][k[1]]] for k in keys})
+    score = dict(zip(references, scores))  # compute_score iterates its dicts in insertion order
+    return {image: [texts[n] for n in sorted(sorted(range(len(texts)), key=lambda n: -score[image, n])[:len(texts) - drop])]
+            for image, texts in captions.items()}
+
+
 # -- the recipe --------------------------------------------------------------------------------
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    for probe in ("views", "attention"):
+    for probe in ("views", "attention", "classes", "consensus"):
         run = commands.add_parser(probe, help=f"train and score the {probe} probe")
+        if probe in ("classes", "consensus"):
+            run.add_argument("--encoder", choices=sorted(ENCODERS), default=DEFAULT_ENCODER)
         if probe == "views":
             run.add_argument("--views", choices=["all", "none"], default="all",
                              help="every view in VIEWS, or the photo alone (the default recipe)")
@@ -299,7 +348,7 @@ def main(argv=None) -> int:
     if args.command == "compare":
         print_comparison(args.a, args.b, args.data, args.resamples)
         return 0
-    args.probe, args.views = args.command, getattr(args, "views", None)  # None: the attention probe
+    args.probe, args.views = args.command, getattr(args, "views", None)  # None: attention, classes, consensus
     args.encoder = getattr(args, "encoder", ATTENTION_ENCODER)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -312,12 +361,21 @@ def main(argv=None) -> int:
     vocab = Vocabulary.build(corpus.split_captions("train"), min_count=DEFAULT_MIN_COUNT)
     train, dev = (encode_captions(corpus.captions_of(corpus.split(split)), index, vocab, MAX_WORDS)
                   for split in ("train", "dev"))
+    if args.probe == "consensus":
+        train = encode_captions(drop_outlier_captions(corpus.captions_of(corpus.split("train"))), index, vocab,
+                                MAX_WORDS)
     settings = TrainSettings(seed=args.seed)
     config = DecoderConfig(vocab_size=len(vocab), feature_dim=encoder.feature_dim)
 
-    if args.probe == "views":
+    if args.probe == "classes":
+        probs = class_probabilities(encoder, corpus.image_dir, names, Path(args.cache_dir) / f"classes-{encoder.name}.npy")
+        build, decoder_class, seen = build_decoder, StepDecoder, np.concatenate([features, np.sqrt(probs)], axis=1)
+        config = DecoderConfig(vocab_size=len(vocab), feature_dim=seen.shape[1])  # (images, feature_dim + 1000)
+        train_batches = CaptionBatches(seen, *train, settings.batch_size, shuffle=True, seed=args.seed)
+        dev_batches = CaptionBatches(seen, *dev, 256, shuffle=False)
+    elif args.probe in ("views", "consensus"):
         build, decoder_class, seen = build_decoder, StepDecoder, features
-        views = ([] if args.views == "none" else
+        views = ([] if args.views in ("none", None) else
                  list(view_features(encoder, corpus.image_dir, names,
                                     Path(args.cache_dir) / f"views-{encoder.name}.npz").values()))
         train_batches = ViewBatches(np.concatenate([features, *views]), len(names), *train, settings.batch_size,
