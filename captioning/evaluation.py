@@ -72,28 +72,48 @@ def _close_meteor(meteor: Meteor) -> None:
     meteor.lock = threading.Lock()
 
 
-def _meteor_score(gts: dict, res: dict) -> float:
-    meteor = Meteor()
-    try:
-        score, _ = meteor.compute_score(gts, res)
-    except (ValueError, OSError) as exc:  # empty/garbled output or broken pipe
-        raise RuntimeError(
-            "METEOR java subprocess failed (it needs ~2 GB of heap: -Xmx2G)"
-        ) from exc
-    finally:
-        _close_meteor(meteor)
-    return float(score)
+class MeteorScorer:
+    """One METEOR Java process for several scorings: starting it (2 GB of heap, the paraphrase
+    tables) is most of a scoring's time, and an evaluation scores several decoding settings.  Use
+    it as a context manager; the process stops on exit (or :meth:`close`) and after a failure."""
+
+    def __init__(self):
+        self._meteor: Meteor | None = None
+
+    def __enter__(self) -> "MeteorScorer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def score(self, gts: dict, res: dict) -> float:
+        """Corpus METEOR of PTB-tokenized ``res`` against ``gts`` (as pycocoevalcap's ``compute_score``)."""
+        if self._meteor is None:
+            self._meteor = Meteor()
+        try:
+            score, _ = self._meteor.compute_score(gts, res)
+        except (ValueError, OSError) as exc:  # empty/garbled output or broken pipe
+            self.close()
+            raise RuntimeError("METEOR java subprocess failed (it needs ~2 GB of heap: -Xmx2G)") from exc
+        return float(score)
+
+    def close(self) -> None:
+        if self._meteor is not None:
+            _close_meteor(self._meteor)
+            self._meteor = None
 
 
 def coco_scores(
-    predictions: Predictions, references: References, meteor: bool = True
+    predictions: Predictions, references: References, meteor: bool = True,
+    meteor_scorer: MeteorScorer | None = None,
 ) -> dict[str, float]:
     """Corpus-level COCO caption metrics via ``pycocoevalcap``.
 
     ``predictions`` maps image id -> predicted caption, ``references`` maps image id ->
     list of reference captions (extra reference images are ignored). Both sides are
     PTB-tokenized as in the official COCO evaluation. Returns keys "BLEU-1".."BLEU-4",
-    "METEOR" (only if ``meteor``), "ROUGE-L", "CIDEr".
+    "METEOR" (only if ``meteor``; by ``meteor_scorer`` when given, else by a Java process
+    started for this call), "ROUGE-L", "CIDEr".
 
     CIDEr's IDF weights come from the references of the evaluated images, so it is
     only meaningful over several images (a single image always scores 0).
@@ -112,8 +132,11 @@ def coco_scores(
 
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     scores = {f"BLEU-{n}": float(b) for n, b in enumerate(bleu, start=1)}
-    if meteor:
-        scores["METEOR"] = _meteor_score(gts, res)
+    if meteor and meteor_scorer is not None:
+        scores["METEOR"] = meteor_scorer.score(gts, res)
+    elif meteor:
+        with MeteorScorer() as scorer:
+            scores["METEOR"] = scorer.score(gts, res)
     scores["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     return scores
@@ -172,10 +195,11 @@ def evaluate_predictions(
     references: References,
     training_captions: Iterable[str],
     meteor: bool = True,
+    meteor_scorer: MeteorScorer | None = None,
 ) -> dict[str, float | int]:
     """``coco_scores`` + ``nltk_corpus_bleu`` + ``caption_statistics`` in one flat dict."""
     return {
-        **coco_scores(predictions, references, meteor=meteor),
+        **coco_scores(predictions, references, meteor=meteor, meteor_scorer=meteor_scorer),
         **nltk_corpus_bleu(predictions, references),
         **caption_statistics(predictions, training_captions),
     }

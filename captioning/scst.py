@@ -131,21 +131,25 @@ def sample_captions(decoder: Decoder, features: np.ndarray, samples_per_image: i
     vocab = decoder.vocab
     projection = np.repeat(decoder.project_image(features), samples_per_image, axis=0)  # (n * k, units)
     rows = len(projection)
-    state = decoder.initial_state(rows)
     ids = np.zeros((rows, max_length), dtype=np.int32)
     finished = np.zeros(rows, dtype=bool)
-    words = np.full(rows, vocab.start_id)
+    active = np.arange(rows)  # the rows still writing; a finished row is not stepped again
+    state, words = decoder.initial_state(rows), np.full(rows, vocab.start_id)
     for t in range(max_length):
-        logprobs, state = decoder.step(words, state, projection)  # (rows, vocab)
+        logprobs, state = decoder.step(words, state, projection[active])  # (active, vocab)
         forbid_end_at_first_step(logprobs, t, vocab.end_id)
         # Inverse CDF, every row at once: the first word whose cumulative probability passes a
-        # uniform draw (a banned word adds nothing to the sum, so it is never the first).
-        cumulative = np.cumsum(np.exp(logprobs), axis=1)  # (rows, vocab)
-        draws = rng.random(rows) * cumulative[:, -1]
-        words = np.minimum((cumulative <= draws[:, None]).sum(axis=1), len(vocab) - 1)
-        ids[~finished, t] = words[~finished]
-        finished |= words == vocab.end_id
-        if finished.all():
+        # uniform draw (a banned word adds nothing to the sum, so it is never the first).  One
+        # draw per row, finished or not, so that a row's draws do not depend on the others.
+        cumulative = np.cumsum(np.exp(logprobs), axis=1)  # (active, vocab)
+        draws = rng.random(rows)[active] * cumulative[:, -1]
+        words = np.minimum((cumulative <= draws[:, None]).sum(axis=1), len(vocab) - 1)  # (active,)
+        ids[active, t] = words
+        ending = words == vocab.end_id
+        finished[active[ending]] = True
+        going, (h, c) = ~ending, state
+        active, words, state = active[going], words[going], (h[going], c[going])  # rows, as beam search keeps them
+        if not len(active):
             break
     longest = int((ids != 0).sum(axis=1).max())
     return ids[:, :longest], finished

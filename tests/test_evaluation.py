@@ -98,6 +98,30 @@ def test_meteor_process_is_cleaned_up(perfect_with_meteor):
 
 
 @needs_java
+def test_one_meteor_process_scores_several_evaluations_as_fresh_ones_do(perfect_with_meteor):
+    """evaluate_captioner scores every decoding setting through one MeteorScorer (one Java start,
+    not one per setting); the scores must be those of a process started for each."""
+    perfect, _ = perfect_with_meteor
+    created = []
+
+    class RecordingMeteor(evaluation.Meteor):
+        def __init__(self):
+            super().__init__()
+            created.append(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluation, "Meteor", RecordingMeteor)
+        with evaluation.MeteorScorer() as scorer:
+            shared = [coco_scores(p, REFERENCES, meteor_scorer=scorer)["METEOR"] for p in (PARTIAL, PERFECT, PARTIAL)]
+        assert len(created) == 1
+        assert created[0].meteor_p.poll() is not None, "METEOR java process still running after the with block"
+        fresh_partial = coco_scores(PARTIAL, REFERENCES)["METEOR"]
+    assert len(created) == 2
+    assert shared == [fresh_partial, perfect["METEOR"], fresh_partial]
+    assert shared[0] < shared[1]
+
+
+@needs_java
 def test_wrong_scores_lower_than_right():
     right = coco_scores(PARTIAL, REFERENCES, meteor=False)
     wrong = coco_scores(WRONG, REFERENCES, meteor=False)

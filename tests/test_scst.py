@@ -376,3 +376,32 @@ def test_fine_tuning_finished_bundles_keeps_their_first_stage(flickr8k, tiny_wei
         fine_tune_from(out, tmp_path / "again")
     with pytest.raises(SystemExit, match="another --max-words"):
         fine_tune_from(tiny_weights, tmp_path / "other", "--max-words", "12")
+
+
+def test_the_sampler_steps_only_unfinished_rows_and_draws_what_stepping_every_row_draws():
+    """sample_captions stops stepping a caption once it ends; the samples (so SCST's training) must be
+    exactly those of the plain loop below, which steps every row to the end: the same draws per row."""
+    vocab, model = _tiny()
+    decoder = StepDecoder(model, vocab)
+    features = np.random.default_rng(3).random((3, 6)).astype(np.float32)
+    k, max_length = 6, 8
+
+    rows = len(features) * k
+    projection = np.repeat(decoder.project_image(features), k, axis=0)
+    state, words, rng = decoder.initial_state(rows), np.full(rows, vocab.start_id), np.random.default_rng(4)
+    expected, finished = np.zeros((rows, max_length), np.int32), np.zeros(rows, bool)
+    for t in range(max_length):
+        logprobs, state = decoder.step(words, state, projection)
+        if t == 0:
+            logprobs[:, vocab.end_id] = -np.inf
+        cumulative = np.cumsum(np.exp(logprobs), axis=1)
+        words = np.minimum((cumulative <= (rng.random(rows) * cumulative[:, -1])[:, None]).sum(axis=1), len(vocab) - 1)
+        expected[~finished, t] = words[~finished]
+        finished |= words == vocab.end_id
+
+    ids, done = sample_captions(decoder, features, k, max_length, np.random.default_rng(4))
+    lengths = (ids != 0).sum(axis=1)
+    assert len(set(lengths)) >= 3 and done.any() and not done.all()  # rows did finish at different steps
+    np.testing.assert_array_equal(ids, expected[:, :ids.shape[1]])
+    assert not expected[:, ids.shape[1]:].any()
+    np.testing.assert_array_equal(done, finished)

@@ -26,7 +26,7 @@ import numpy as np
 from captioning import Captioner
 from captioning.bundle import METRICS_FILE, SAMPLES_FILE, write_json
 from captioning.corpus import Corpus
-from captioning.evaluation import evaluate_predictions
+from captioning.evaluation import MeteorScorer, evaluate_predictions
 
 from .common import add_data_arguments, corpus_from_args, features_for, setup_logging
 
@@ -57,19 +57,21 @@ def evaluate_captioner(captioner: Captioner, corpus: Corpus, features: np.ndarra
     training_captions = corpus.split_captions("train")
     matrix = features[[index[im] for im in images]]
     metrics, samples = {}, {}
-    for name in settings or list(DECODING_SETTINGS):
-        method, width = DECODING_SETTINGS[name]
-        started = time.perf_counter()
-        captions = captioner.caption_features_batch(matrix, method=method, beam_width=width)
-        seconds = time.perf_counter() - started
-        predictions = dict(zip(images, captions))
-        scores = evaluate_predictions(predictions, references, training_captions, meteor=meteor)
-        scores["decode_seconds"] = round(seconds, 2)
-        metrics[name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
-        samples[name] = predictions
-        log.info("%s %s: BLEU-4 %.4f CIDEr %.4f METEOR %s (%d images, %.1f s)", captioner.name, name,
-                 scores["BLEU-4"], scores["CIDEr"], f"{scores['METEOR']:.4f}" if meteor else "not scored",
-                 len(images), seconds)
+    with MeteorScorer() as meteor_scorer:  # one Java process for every setting (started at the first)
+        for name in settings or list(DECODING_SETTINGS):
+            method, width = DECODING_SETTINGS[name]
+            started = time.perf_counter()
+            captions = captioner.caption_features_batch(matrix, method=method, beam_width=width)
+            seconds = time.perf_counter() - started
+            predictions = dict(zip(images, captions))
+            scores = evaluate_predictions(predictions, references, training_captions, meteor=meteor,
+                                          meteor_scorer=meteor_scorer)
+            scores["decode_seconds"] = round(seconds, 2)
+            metrics[name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
+            samples[name] = predictions
+            log.info("%s %s: BLEU-4 %.4f CIDEr %.4f METEOR %s (%d images, %.1f s)", captioner.name, name,
+                     scores["BLEU-4"], scores["CIDEr"], f"{scores['METEOR']:.4f}" if meteor else "not scored",
+                     len(images), seconds)
     return {
         "split": split,
         "images": len(images),
