@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 
 import pytest
@@ -58,11 +59,9 @@ COCO_KEYS = {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr"}
 NLTK_KEYS = {f"NLTK-BLEU-{n}" for n in range(1, 5)}
 
 
-@pytest.fixture(scope="module")
-def perfect_with_meteor():
-    """Scores of PERFECT with METEOR (one ~6 s java start), plus the Meteor objects."""
-    if shutil.which("java") is None:
-        pytest.skip("java not on PATH (apt-get install default-jre-headless)")
+@contextlib.contextmanager
+def recording_meteor():
+    """Within it, every METEOR process the evaluation module starts is appended to the list yielded."""
     created = []
 
     class RecordingMeteor(evaluation.Meteor):
@@ -72,6 +71,15 @@ def perfect_with_meteor():
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(evaluation, "Meteor", RecordingMeteor)
+        yield created
+
+
+@pytest.fixture(scope="module")
+def perfect_with_meteor():
+    """Scores of PERFECT with METEOR (one ~6 s java start), plus the Meteor objects."""
+    if shutil.which("java") is None:
+        pytest.skip("java not on PATH (apt-get install default-jre-headless)")
+    with recording_meteor() as created:
         scores = coco_scores(PERFECT, REFERENCES, meteor=True)
     return scores, created
 
@@ -102,15 +110,7 @@ def test_one_meteor_process_scores_several_evaluations_as_fresh_ones_do(perfect_
     """evaluate_captioner scores every decoding setting through one MeteorScorer (one Java start,
     not one per setting); the scores must be those of a process started for each."""
     perfect, _ = perfect_with_meteor
-    created = []
-
-    class RecordingMeteor(evaluation.Meteor):
-        def __init__(self):
-            super().__init__()
-            created.append(self)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(evaluation, "Meteor", RecordingMeteor)
+    with recording_meteor() as created:
         with evaluation.MeteorScorer() as scorer:
             shared = [coco_scores(p, REFERENCES, meteor_scorer=scorer)["METEOR"] for p in (PARTIAL, PERFECT, PARTIAL)]
         assert len(created) == 1

@@ -227,19 +227,29 @@ class AttentionStep(StepDecoder):
         return logprobs, (h, c)
 
 
-def region_maps(encoder, image_dir: Path, names: list[str], cache: Path) -> np.ndarray:
-    """float16 (len(names), 49, 1280): the encoder's last convolution, before its pooling layer."""
-    listed = cache.with_suffix(".names.json")  # written last: a map file without it is unfinished
+def cached_rows(cache: Path, names: list[str], compute) -> np.ndarray:
+    """An array with one row per name in ``names``: read from ``cache`` (``.npy``) when it was
+    written for these names, else ``compute()`` saved there."""
+    listed = cache.with_suffix(".names.json")  # written last: an array file without it is unfinished
     if cache.is_file() and listed.is_file() and json.loads(listed.read_text()) == names:
         return np.load(cache)
-    conv_map = keras.Model(encoder.model.input, encoder.model.get_layer("avg_pool").input)
-    maps, done = np.zeros((len(names), REGIONS, encoder.feature_dim), np.float16), 0
-    for pixels in pixel_batches(encoder, image_dir, names):
-        maps[done:done + len(pixels)] = conv_map.predict(preprocess(pixels), verbose=0).reshape(len(pixels), REGIONS, -1)
-        done += len(pixels)
-    save_atomic(lambda path: np.save(path, maps), cache)
+    rows = compute()
+    save_atomic(lambda path: np.save(path, rows), cache)
     save_atomic(lambda path: Path(path).write_text(json.dumps(names)), listed)
-    return maps
+    return rows
+
+
+def region_maps(encoder, image_dir: Path, names: list[str], cache: Path) -> np.ndarray:
+    """float16 (len(names), 49, 1280): the encoder's last convolution, before its pooling layer."""
+    def extract():
+        conv_map = keras.Model(encoder.model.input, encoder.model.get_layer("avg_pool").input)
+        maps, done = np.zeros((len(names), REGIONS, encoder.feature_dim), np.float16), 0
+        for pixels in pixel_batches(encoder, image_dir, names):
+            maps[done:done + len(pixels)] = conv_map.predict(preprocess(pixels), verbose=0).reshape(len(pixels), REGIONS, -1)
+            done += len(pixels)
+        return maps
+
+    return cached_rows(cache, names, extract)
 
 
 class RegionBatches(CaptionBatches):
@@ -257,13 +267,8 @@ def class_probabilities(encoder, image_dir: Path, names: list[str], cache: Path)
     """float32 (len(names), 1000): the encoder's ImageNet class probabilities, rows in ``names`` order."""
     if not encoder.has_classes:
         raise SystemExit(f"encoder {encoder.name} has no ImageNet head: the classes probe needs one")
-    listed = cache.with_suffix(".names.json")  # written last: a file without it is unfinished
-    if cache.is_file() and listed.is_file() and json.loads(listed.read_text()) == names:
-        return np.load(cache)
-    probs = np.concatenate([encoder.analyse_pixels(pixels)[1] for pixels in pixel_batches(encoder, image_dir, names)])
-    save_atomic(lambda path: np.save(path, probs.astype(np.float32)), cache)
-    save_atomic(lambda path: Path(path).write_text(json.dumps(names)), listed)
-    return probs
+    return cached_rows(cache, names, lambda: np.concatenate(
+        [encoder.analyse_pixels(pixels)[1] for pixels in pixel_batches(encoder, image_dir, names)]).astype(np.float32))
 
 
 # -- consensus ---------------------------------------------------------------------------------
@@ -277,8 +282,11 @@ def drop_outlier_captions(captions: dict[str, list[str]], drop: int = 1) -> dict
     references = {k: [t for m, t in enumerate(captions[k[0]]) if m != k[1]] for k in keys}
     _, scores = Cider().compute_score(references, {k: [captions[k[0]][k[1]]] for k in keys})
     score = dict(zip(references, scores))  # compute_score iterates its dicts in insertion order
-    return {image: [texts[n] for n in sorted(sorted(range(len(texts)), key=lambda n: -score[image, n])[:len(texts) - drop])]
-            for image, texts in captions.items()}
+    kept = {}
+    for image, texts in captions.items():
+        best = set(sorted(range(len(texts)), key=lambda n: -score[image, n])[:len(texts) - drop])
+        kept[image] = [text for n, text in enumerate(texts) if n in best]  # in their own order
+    return kept
 
 
 # -- the recipe --------------------------------------------------------------------------------
@@ -359,11 +367,11 @@ def main(argv=None) -> int:
     features, index = features_for(corpus, encoder, args.cache_dir, images)  # (images, feature_dim), name -> row
     names = list(index)  # in row order
     vocab = Vocabulary.build(corpus.split_captions("train"), min_count=DEFAULT_MIN_COUNT)
-    train, dev = (encode_captions(corpus.captions_of(corpus.split(split)), index, vocab, MAX_WORDS)
-                  for split in ("train", "dev"))
+    train_captions = corpus.captions_of(corpus.split("train"))
     if args.probe == "consensus":
-        train = encode_captions(drop_outlier_captions(corpus.captions_of(corpus.split("train"))), index, vocab,
-                                MAX_WORDS)
+        train_captions = drop_outlier_captions(train_captions)
+    train, dev = (encode_captions(captions, index, vocab, MAX_WORDS)
+                  for captions in (train_captions, corpus.captions_of(corpus.split("dev"))))
     settings = TrainSettings(seed=args.seed)
     config = DecoderConfig(vocab_size=len(vocab), feature_dim=encoder.feature_dim)
 
