@@ -17,12 +17,14 @@ prefix for every word), kept as the reference the step decoder must match.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import keras
 import numpy as np
 
+from .diversity import STOPWORDS
 from .model import IMAGE_PROJECTION, LSTM, MERGE_DENSE, WORD_EMBEDDING, WORD_PROBS
-from .vocab import Vocabulary
+from .vocab import N_SPECIAL, Vocabulary
 
 
 @dataclass
@@ -43,6 +45,9 @@ class Hypothesis:
 
 
 LENGTH_PENALTY = 0.7  # beam search ranks captions by log p / length**0.7: a mild preference for longer ones
+# A caption says each content word once: without this, 15% of beam-3 captions repeat one ("a boy
+# rides a bike on a bike"); with it, dev CIDEr-D rose ~0.01 for each model (tools.repeats).
+NO_REPEATS = True
 
 
 def _sigmoid(x, xp=np):
@@ -92,6 +97,20 @@ def forbid_end_at_first_step(scores: np.ndarray, t: int, end_id: int, lowest: fl
         scores[:, end_id] = lowest
 
 
+def once_only_ids(vocab: Vocabulary) -> np.ndarray:
+    """(vocab,) bool: the content words (every word but the function words of
+    :data:`captioning.diversity.STOPWORDS` and the special tokens), which a caption says at most once."""
+    return np.array([i >= N_SPECIAL and word not in STOPWORDS for i, word in enumerate(vocab.words)])
+
+
+def forbid_repeats(scores: np.ndarray, prefixes, once_only: np.ndarray) -> None:
+    """Give each row's content words already said (``prefixes[row]``, word ids) the score -inf, in place."""
+    for row, ids in enumerate(prefixes):
+        said = [word for word in ids if once_only[word]]
+        if said:
+            scores[row, said] = -np.inf
+
+
 def _top_indices(scores: np.ndarray, m: int) -> np.ndarray:
     """Flat indices of the ``m`` largest ``scores``, best first, ties in index order.
 
@@ -133,8 +152,14 @@ class Decoder:
     def step(self, word_ids: np.ndarray, state, image_projection: np.ndarray):
         raise NotImplementedError
 
-    def greedy(self, features: np.ndarray, max_length: int) -> list[Hypothesis]:
-        """Most likely word at each step, for a batch of images (n, feature_dim)."""
+    @cached_property
+    def once_only(self) -> np.ndarray:
+        """(vocab,) bool: the words a caption says at most once (:func:`once_only_ids`)."""
+        return once_only_ids(self.vocab)
+
+    def greedy(self, features: np.ndarray, max_length: int, no_repeats: bool = NO_REPEATS) -> list[Hypothesis]:
+        """Most likely word at each step, for a batch of images (n, feature_dim); with
+        ``no_repeats``, no content word twice in a caption."""
         n = len(features)
         projection = self.project_image(features)
         state = self.initial_state(n)
@@ -143,6 +168,8 @@ class Decoder:
         for t in range(max_length):
             logprobs, state = self.step(words, state, projection)
             forbid_end_at_first_step(logprobs, t, self.vocab.end_id)
+            if no_repeats:
+                forbid_repeats(logprobs, [hyp.ids for hyp in hyps], self.once_only)
             words = logprobs.argmax(axis=1)
             for row, hyp in enumerate(hyps):
                 if hyp.finished:
@@ -157,9 +184,11 @@ class Decoder:
         return hyps
 
     def beam_search(self, features: np.ndarray, beam_width: int, max_length: int,
-                    length_penalty: float = LENGTH_PENALTY, n_best: int | None = None) -> list[Hypothesis]:
+                    length_penalty: float = LENGTH_PENALTY, n_best: int | None = None,
+                    no_repeats: bool = NO_REPEATS) -> list[Hypothesis]:
         """The ``n_best`` (default ``beam_width``) captions of one image (feature_dim,),
-        best first by length-normalised log-probability."""
+        best first by length-normalised log-probability; with ``no_repeats``, no content word
+        twice in a caption."""
         n_best = n_best or beam_width
         projection = self.project_image(features.reshape(1, -1))
         state = self.initial_state(1)
@@ -169,6 +198,8 @@ class Decoder:
         for t in range(max_length):
             logprobs, (h, c) = self.step(last_words, state, np.repeat(projection, len(alive), axis=0))
             forbid_end_at_first_step(logprobs, t, self.vocab.end_id)
+            if no_repeats:
+                forbid_repeats(logprobs, [hyp.ids for hyp in alive], self.once_only)
             totals = np.array([hyp.logprob for hyp in alive])[:, None] + logprobs
             # Best 2k continuations: enough that k stay alive after some end here.  An <end>
             # finishes a caption only if it ranks among the best k (as in fairseq and
@@ -239,8 +270,10 @@ class StepDecoder(Decoder):
         return logprobs, state
 
 
-def naive_greedy(model: keras.Model, features: np.ndarray, vocab: Vocabulary, max_length: int) -> list[list[int]]:
-    """Textbook decoder: ``model.predict`` on the whole padded prefix for every word.
+def naive_greedy(model: keras.Model, features: np.ndarray, vocab: Vocabulary, max_length: int,
+                 no_repeats: bool = NO_REPEATS) -> list[list[int]]:
+    """Textbook decoder: ``model.predict`` on the whole padded prefix for every word (and, with
+    ``no_repeats``, never a content word already said).
 
     Slow (the LSTM re-reads the prefix each step); kept as a reference for tests
     and the benchmark.
@@ -250,10 +283,13 @@ def naive_greedy(model: keras.Model, features: np.ndarray, vocab: Vocabulary, ma
     tokens[:, 0] = vocab.start_id
     done = np.zeros(n, dtype=bool)
     outputs: list[list[int]] = [[] for _ in range(n)]
-    banned = banned_ids(vocab)
+    banned, once_only = banned_ids(vocab), once_only_ids(vocab)
     for t in range(max_length):
         probs = model.predict({"image_features": features, "caption_in": tokens[:, :t + 1]}, verbose=0)[:, t]
         probs[:, banned] = -1.0
+        if no_repeats:
+            for row, said in enumerate(outputs):
+                probs[row, [word for word in said if once_only[word]]] = -1.0
         forbid_end_at_first_step(probs, t, vocab.end_id, lowest=-1.0)
         words = probs.argmax(axis=1)
         tokens[:, t + 1] = words

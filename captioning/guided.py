@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .concepts import Concept, concepts as find_concepts
-from .decoding import LENGTH_PENALTY, Hypothesis, StepDecoder, _top_indices, forbid_end_at_first_step
+from .decoding import (LENGTH_PENALTY, NO_REPEATS, Hypothesis, StepDecoder, _top_indices, forbid_end_at_first_step,
+                       forbid_repeats)
 
 # Tuned by training/evaluate_guided.py on the Flickr8k dev split and the out-of-domain photos,
 # never on the test split: of the settings within 0.003 BLEU-4 and 0.006 CIDEr of plain beam on
@@ -66,10 +67,10 @@ def concept_threshold(familiarity=None, unfamiliar_percentile: float = UNFAMILIA
 
 def constrained_beam_search(decoder: StepDecoder, features: np.ndarray, constraints: Sequence[Sequence[int]],
                             beam_width: int, max_length: int, length_penalty: float = LENGTH_PENALTY,
-                            n_best: int | None = None) -> list[Hypothesis]:
+                            n_best: int | None = None, no_repeats: bool = NO_REPEATS) -> list[Hypothesis]:
     """The ``n_best`` (default ``beam_width``) captions of one image (feature_dim,) that contain
     a word of every constraint, best first by length-normalised log-probability; [] if none
-    was found within ``max_length`` words."""
+    was found within ``max_length`` words.  ``no_repeats`` as in beam search."""
     n_best = n_best or beam_width
     vocab_size = len(decoder.vocab)
     end_id = decoder.vocab.end_id
@@ -89,6 +90,8 @@ def constrained_beam_search(decoder: StepDecoder, features: np.ndarray, constrai
     for t in range(max_length):
         logprobs, (h, c) = decoder.step(last_words, state, np.repeat(projection, len(alive), axis=0))  # (rows, V)
         forbid_end_at_first_step(logprobs, t, end_id)
+        if no_repeats:
+            forbid_repeats(logprobs, [hyp.ids for hyp in alive], decoder.once_only)
         totals = np.array([hyp.logprob for hyp in alive])[:, None] + logprobs  # (rows, V)
         targets = alive_states[:, None] | word_bits[None, :]  # (rows, V) state each continuation enters
         next_alive, next_states, rows = [], [], []

@@ -22,6 +22,7 @@ import pytest
 
 from captioning import Captioner
 from captioning.decoding import Hypothesis, StepDecoder, naive_greedy
+from captioning.diversity import STOPWORDS
 from captioning.variants import VARIANTS
 from captioning.vocab import SPECIAL_TOKENS, Vocabulary
 
@@ -32,6 +33,18 @@ REAL_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def content_words(vocab: Vocabulary) -> set[int]:
+    """Ids a caption may say only once (the decoders' default): words that are neither function
+    words nor special tokens."""
+    return {i for i, w in enumerate(vocab.words) if w not in STOPWORDS and w not in SPECIAL_TOKENS}
+
+
+def forbid_said(logprobs: np.ndarray, said: list[int], vocab: Vocabulary) -> None:
+    """The plain way: -inf for each content word of ``said``, in the one row of ``logprobs``."""
+    for word in set(said) & content_words(vocab):
+        logprobs[0, word] = -np.inf
+
+
 def random_features(n: int, dim: int, seed: int) -> np.ndarray:
     """Non-negative like pooled ReLU6 CNN features, of a similar scale."""
     return np.random.default_rng(seed).uniform(0.0, 1.5, (n, dim)).astype(np.float32)
@@ -207,13 +220,14 @@ def test_beam_width_one_is_greedy(captioners, sample_features, variant):
 
 
 def reference_beam_search(decoder: StepDecoder, features: np.ndarray, beam_width: int,
-                          max_length: int) -> list[Hypothesis]:
+                          max_length: int, no_repeats: bool = True) -> list[Hypothesis]:
     """Beam search written the plain way, one hypothesis at a time with its own LSTM state, as the
     reference for the batched :meth:`StepDecoder.beam_search`.  The rules: every step ranks all
     continuations of all live captions by total log-probability (ties in (caption, word) order);
     of the best 2k, an <end> ranked within the best k finishes its caption, and the first k other
     words stay alive; stop once k captions have finished, or nothing is alive, or at max_length
-    (the live ones then count as finished); best first by log p / length**0.7."""
+    (the live ones then count as finished); best first by log p / length**0.7.  With
+    ``no_repeats``, a caption's content words are not among its continuations."""
     vocab = decoder.vocab
     projection = decoder.project_image(features.reshape(1, -1))
     alive = [(Hypothesis([], [], False), decoder.initial_state(1), vocab.start_id)]
@@ -224,6 +238,8 @@ def reference_beam_search(decoder: StepDecoder, features: np.ndarray, beam_width
             logprobs, new_state = decoder.step(np.array([last]), state, projection)
             if t == 0:
                 logprobs[:, vocab.end_id] = -np.inf  # at least one word
+            if no_repeats:
+                forbid_said(logprobs, hyp.ids, vocab)
             for word in np.flatnonzero(np.isfinite(logprobs[0])):
                 options.append((hyp.logprob + logprobs[0, word], row, int(word), float(logprobs[0, word]), new_state))
         options.sort(key=lambda o: (-o[0], o[1], o[2]))
@@ -327,12 +343,17 @@ def random_table(vocab: Vocabulary, seed: int) -> np.ndarray:
     return table
 
 
-def exhaustive(decoder: BigramDecoder, max_length: int) -> list[Hypothesis]:
-    """Every caption the decoder can produce (at least one word), with its word log-probabilities."""
+def exhaustive(decoder: BigramDecoder, max_length: int, no_repeats: bool = True) -> list[Hypothesis]:
+    """Every caption the decoder can produce (at least one word; with ``no_repeats``, no content
+    word twice: of the toy words "a" is a function word, "b" and "c" are not), with its word
+    log-probabilities."""
     vocab, words = decoder.vocab, [decoder.vocab.index[w] for w in TOY_WORDS]
+    once = content_words(vocab)
     out = []
     for n in range(1, max_length + 1):
         for ids in itertools.product(words, repeat=n):
+            if no_repeats and any(ids.count(word) > 1 for word in once):
+                continue
             seq = [vocab.start_id, *ids]
             lps = [float(decoder.table[p, w]) for p, w in zip(seq, ids)]
             if n < max_length:
@@ -342,16 +363,17 @@ def exhaustive(decoder: BigramDecoder, max_length: int) -> list[Hypothesis]:
     return sorted(out, key=lambda h: -h.score(LENGTH_PENALTY))
 
 
+@pytest.mark.parametrize("no_repeats", (False, True))
 @pytest.mark.parametrize("seed", range(8))
-def test_unlimited_beam_is_exhaustive_search(seed):
+def test_unlimited_beam_is_exhaustive_search(seed, no_repeats):
     vocab = toy_vocab()
     decoder = BigramDecoder(random_table(vocab, seed), vocab)
     max_length = 4
-    everything = exhaustive(decoder, max_length)
+    everything = exhaustive(decoder, max_length, no_repeats)
     wide = 4 ** max_length  # more than all the continuations (3 words and <end>) of any step
     by_ids = {tuple(h.ids): h for h in everything}
     for n_best in (1, 5, len(everything)):
-        hyps = decoder.beam_search(np.zeros(1), wide, max_length, n_best=n_best)
+        hyps = decoder.beam_search(np.zeros(1), wide, max_length, n_best=n_best, no_repeats=no_repeats)
         # The same scores in the same order.  Captions using the same bigrams in another
         # order tie (up to rounding), so which of them comes first is not compared.
         np.testing.assert_allclose([h.score(LENGTH_PENALTY) for h in hyps],
@@ -359,16 +381,19 @@ def test_unlimited_beam_is_exhaustive_search(seed):
         for h in hyps:
             assert h.finished == by_ids[tuple(h.ids)].finished
             np.testing.assert_allclose(h.word_logprobs, by_ids[tuple(h.ids)].word_logprobs, rtol=0, atol=1e-12)
-    assert len(hyps) == len(by_ids) == 3 + 9 + 27 + 81
+    # Of 1 to 4 words from "a", "b", "c": all of them; or those with "b" and "c" at most once each.
+    assert len(hyps) == len(by_ids) == (3 + 7 + 13 + 21 if no_repeats else 3 + 9 + 27 + 81)
     # Greedy's caption is one of them, with the same word log-probabilities, and each of its
-    # words is the likeliest continuation of the words before it.
-    (greedy,) = decoder.greedy(np.zeros((1, 1)), max_length)
+    # words is the likeliest continuation of the words before it (content words said excepted).
+    (greedy,) = decoder.greedy(np.zeros((1, 1)), max_length, no_repeats=no_repeats)
     np.testing.assert_allclose(greedy.word_logprobs, by_ids[tuple(greedy.ids)].word_logprobs, rtol=0, atol=1e-12)
     prev = [vocab.start_id, *greedy.ids]
     for t, word in enumerate(greedy.ids + ([vocab.end_id] if greedy.finished else [])):
         row = decoder.table[prev[t]].copy()
         if t == 0:
             row[vocab.end_id] = -np.inf
+        if no_repeats:
+            forbid_said(row[None], greedy.ids[:t], vocab)
         assert word == int(np.argmax(np.where(np.isin(np.arange(len(row)), decoder.banned), -np.inf, row)))
 
 

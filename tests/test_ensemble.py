@@ -20,7 +20,8 @@ from captioning.decoding import Decoder, Hypothesis
 from captioning.ensemble import Ensemble, EnsembleDecoder, EnsembleError
 from captioning.variants import VARIANTS
 from captioning.vocab import SPECIAL_TOKENS, Vocabulary
-from test_decoding import LENGTH_PENALTY, BigramDecoder, random_features, random_table, table_from, toy_vocab
+from test_decoding import (LENGTH_PENALTY, BigramDecoder, forbid_said, random_features, random_table, table_from,
+                           toy_vocab)
 
 REAL_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
@@ -141,6 +142,7 @@ def test_ensemble_of_three_toys_searches_its_mean(seed):
             mean = np.mean(lps, axis=0)
             if t == 0:
                 mean[vocab.end_id] = -np.inf
+            forbid_said(mean[None], greedy.ids[:t], vocab)  # no content word twice
             assert word == int(np.argmax(mean))
             assert greedy.word_logprobs[t] == pytest.approx(mean[word], abs=1e-12)
             prev = word
