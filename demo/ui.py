@@ -332,7 +332,8 @@ still writes every word, the neighbours only choose. **Guided beam** is beam
 search that must say the things the encoder's own ImageNet classifier is confident about
 (constrained beam search, Anderson et al. 2017): "Persian cat" becomes the concept *cat*,
 "espresso" *coffee*; a concept the plain beam already says, or one that would make the caption
-read badly, is left out.
+read badly, is left out. Every method says each content word at most once (so not "a boy rides
+a bike on a bike"); words like *a*, *in* and *and* may repeat.
 
 **What the models know.** They learned from 6,000 Flickr photos, mostly people and dogs
 outdoors. On such photos they do well; on cats, food, rooms and objects the plain decoders
