@@ -22,9 +22,8 @@ from captioning.consensus import NEIGHBOURS, Consensus
 from captioning.ensemble import Ensemble
 from captioning.evaluation import evaluate_predictions
 from captioning.significance import comparison_table, image_statistics, paired_bootstrap, tokenize_references
-from training.common import corpus_from_args, features_for
 
-from .measure import add_split_arguments
+from .measure import add_split_arguments, split_to_decode
 
 NEIGHBOUR_COUNTS = (5, 10, 20, 40)
 
@@ -38,16 +37,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    corpus = corpus_from_args(args)
     ensemble = Ensemble.load([args.weights / name for name in args.models])  # one encoder, the bundles' own
     if ensemble.consensus is None:
         raise SystemExit(f"no consensus reference beside the bundles in {args.weights}: "
                          "run python -m training.build_familiarity first")
-    images = corpus.split(args.split)
-    features, index = features_for(corpus, ensemble.encoder, args.cache_dir, images)
-    matrix = features[[index[name] for name in images]]  # (N, feature_dim)
-    references = corpus.captions_of(images)
-    training_captions = corpus.split_captions("train")
+    split = split_to_decode(args, ensemble.encoder)
+    images, matrix = split.images, split.features  # (N,), (N, feature_dim)
+    references, training_captions = split.references, split.training_captions
     counts = sorted({0, *args.neighbours, NEIGHBOURS})
     rerankers = {k: Consensus(ensemble.consensus.familiarity, ensemble.consensus.captions, k) for k in counts if k}
     print(f"Split '{args.split}', {len(images)} images, beam k={args.beam_width}; K = 0: plain beam search; "

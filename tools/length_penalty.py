@@ -19,9 +19,8 @@ from captioning import Captioner
 from captioning.decoding import LENGTH_PENALTY
 from captioning.ensemble import Ensemble
 from captioning.evaluation import evaluate_predictions
-from training.common import corpus_from_args, features_for
 
-from .measure import add_split_arguments
+from .measure import add_split_arguments, split_to_decode
 
 PENALTIES = (0.3, 0.5, 0.7, 0.9, 1.1, 1.3)
 
@@ -44,13 +43,10 @@ def captions_by_penalty(captioner: Captioner, features: np.ndarray, penalties, b
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    corpus = corpus_from_args(args)
     ensemble = Ensemble.load([args.weights / name for name in args.models])  # one encoder, the bundles' own
-    images = corpus.split(args.split)
-    features, index = features_for(corpus, ensemble.encoder, args.cache_dir, images)
-    matrix = features[[index[name] for name in images]]  # (N, feature_dim)
-    references = corpus.captions_of(images)
-    training_captions = corpus.split_captions("train")
+    split = split_to_decode(args, ensemble.encoder)
+    images, matrix = split.images, split.features  # (N,), (N, feature_dim)
+    references, training_captions = split.references, split.training_captions
     print(f"Split '{args.split}', {len(images)} images, beam k={args.beam_width}; * marks the penalty beam "
           "search uses.\n")
     print("| model | length penalty | BLEU-4 | CIDEr | words used | mean len |")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,28 @@ def add_split_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "split reports, it must not choose)")
     parser.add_argument("--beam-width", type=int, default=3)
     add_data_arguments(parser)
+
+
+@dataclass
+class SplitToDecode:
+    """One split, ready for decoding and scoring: its images, their feature rows and references,
+    and the training captions (what "copied" and "novel" are measured against)."""
+
+    images: list[str]
+    features: np.ndarray  # (N, feature_dim), row i for images[i]
+    references: dict[str, list[str]]
+    training_captions: list[str]
+
+
+def split_to_decode(args: argparse.Namespace, encoder) -> SplitToDecode:
+    """The split of :func:`add_split_arguments`' ``args``, encoded by ``encoder`` (cached features)."""
+    from training.common import corpus_from_args, features_for
+
+    corpus = corpus_from_args(args)
+    images = corpus.split(args.split)
+    features, index = features_for(corpus, encoder, args.cache_dir, images)
+    return SplitToDecode(images, features[[index[name] for name in images]], corpus.captions_of(images),
+                         corpus.split_captions("train"))
 
 
 # -- statistics ---------------------------------------------------------------------------------

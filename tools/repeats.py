@@ -17,9 +17,8 @@ from collections import Counter
 from captioning.diversity import STOPWORDS
 from captioning.ensemble import Ensemble
 from captioning.evaluation import evaluate_predictions
-from training.common import corpus_from_args, features_for
 
-from .measure import add_split_arguments
+from .measure import add_split_arguments, split_to_decode
 
 
 def parse_args(argv=None):
@@ -45,13 +44,10 @@ def captions(captioner, features, beam_width: int, no_repeats: bool) -> list[str
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    corpus = corpus_from_args(args)
     ensemble = Ensemble.load([args.weights / name for name in args.models])  # one encoder, the bundles' own
-    images = corpus.split(args.split)
-    features, index = features_for(corpus, ensemble.encoder, args.cache_dir, images)
-    matrix = features[[index[name] for name in images]]  # (N, feature_dim)
-    references = corpus.captions_of(images)
-    training_captions = corpus.split_captions("train")
+    split = split_to_decode(args, ensemble.encoder)
+    images, matrix = split.images, split.features  # (N,), (N, feature_dim)
+    references, training_captions = split.references, split.training_captions
     print(f"Split '{args.split}', {len(images)} images; ban: no content word twice in a caption.\n")
     print("| model | decoding | ban | BLEU-4 | CIDEr | words used | mean len | repeat a content word |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
