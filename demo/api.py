@@ -51,11 +51,8 @@ def add_json_api(api: FastAPI, models: ModelSet) -> None:
         return {"status": "ok", "models": list(VARIANTS), "max_length": models.max_length,
                 "waiting": models.admission.waiting}
 
-    @api.post("/api/caption")
-    async def caption(request: Request):
-        """Caption one photo with the three models: {"learned", "fasttext", "word2vec", "timings", ...}."""
-        if models.admission.full():  # turn away before reading the upload
-            return busy(Busy("the server is busy; try again shortly"))
+    async def caption_one(request: Request) -> JSONResponse | dict:
+        """Read the form and the upload, caption it (in a worker thread, waiting its turn for the models)."""
         try:
             form = await request.form(max_files=1, max_fields=len(FORM_FIELDS))
         except HTTPException as exc:  # too many files or fields, malformed multipart
@@ -85,6 +82,15 @@ def add_json_api(api: FastAPI, models: ModelSet) -> None:
         finally:
             await form.close()
         return result.as_json()
+
+    @api.post("/api/caption")
+    async def caption(request: Request):
+        """Caption one photo with the three models: {"learned", "fasttext", "word2vec", "timings", ...}."""
+        try:
+            with models.admission.place():  # taken before the upload is read
+                return await caption_one(request)
+        except Busy as exc:
+            return busy(exc)
 
     # Without this, unknown /api/... paths would fall through to the Gradio app mounted at /.
     known = {route.path for route in api.routes if getattr(route, "path", "").startswith("/api/")}

@@ -5,7 +5,7 @@
    lands in Gradio's cache.
 2-3. Request bodies are capped while they stream in (Content-Length or chunked).
 4. POST /api/caption shares the models' bounded wait: a burst gets 200s and 503s with
-   Retry-After, and /api/health keeps answering.
+   Retry-After, every 503 before its upload is read, and /api/health keeps answering.
 5-7. The host rule, one error shape, strict settings.
 """
 
@@ -178,6 +178,9 @@ def test_burst_gets_answers_or_503_and_health_keeps_answering(server):
     assert set(statuses) <= {200, 503}, statuses
     assert statuses.count(503) >= 1 and statuses.count(200) >= 1, statuses
     assert all(a.headers.get("retry-after") and "busy" in a.json()["error"] for a in answers if a.status_code == 503)
+    # Turned away by Admission.place(), before reading the upload; not by turn() after reading it.
+    assert all("in progress" in a.json()["error"] for a in answers if a.status_code == 503), \
+        [a.json()["error"] for a in answers if a.status_code == 503]
     assert health and all(code == 200 for code, _ in health)
     assert max(s for _, s in health) < 5, health  # generous: the README reports the measured figure
 
@@ -204,7 +207,6 @@ def test_admission_turns_away_beyond_the_bound():
         deadline = time.monotonic() + 5
         while gate.waiting < 1 and time.monotonic() < deadline:
             time.sleep(0.005)
-        assert gate.full()
         with pytest.raises(Busy, match="waiting"):  # the queue of one is taken
             with gate.turn():
                 pass
@@ -213,7 +215,20 @@ def test_admission_turns_away_beyond_the_bound():
         release.set()
         holder.join()
     with gate.turn():  # free again
-        assert not gate.full()
+        assert gate.waiting == 0
+
+
+def test_admission_places_are_bounded_and_given_back():
+    gate = Admission(max_waiting=1, timeout=1.0)
+    with gate.place(), gate.place():  # one captioned, one waiting
+        with pytest.raises(Busy, match="2 requests in progress"):
+            with gate.place():
+                pass
+    with pytest.raises(RuntimeError):  # a failure inside gives its place back too
+        with gate.place():
+            raise RuntimeError("upload unreadable")
+    with gate.place(), gate.place():
+        pass
 
 
 # -- 5-7. host rule, error shape, settings ------------------------------------------------------------
