@@ -270,10 +270,10 @@ class DistributedTrainer:
     replica's copy of the weights.  Losses are reported as ``fit`` reports them: each batch's loss
     weighted by its number of captions."""
 
-    def __init__(self, model, strategy, train, dev):
+    def __init__(self, model, strategy, train, dev, label_smoothing: float = 0.0):
         import tensorflow as tf
 
-        self.model, self.strategy = model, strategy
+        self.model, self.strategy, self.label_smoothing = model, strategy, label_smoothing
         self.train, self.dev = DistributedBatches(train, strategy), DistributedBatches(dev, strategy)
         self._train_data, self._dev_data = self.train.dataset(), self.dev.dataset()
         if not model.optimizer.built:  # a resumed model's optimizer comes built, with its state
@@ -284,11 +284,12 @@ class DistributedTrainer:
         self._epochs = 0
 
     def _replica_loss(self, inputs, target, weights, training: bool):
-        import keras
         import tensorflow as tf
 
+        from .training import word_losses
+
         probs = self.model(inputs, training=training)
-        return tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(target, probs) * weights)
+        return tf.reduce_sum(word_losses(target, probs, self.label_smoothing) * weights)
 
     def _train_step_fn(self, iterator):
         import tensorflow as tf

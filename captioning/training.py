@@ -32,6 +32,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from keras import ops
 
 from . import distribute
 from .bundle import write_json
@@ -54,6 +55,10 @@ class TrainSettings:
     min_delta: float = 0.005
     min_learning_rate: float = 1e-5
     seed: int = 0
+    # Share of each target word's probability spread evenly over the vocabulary (0: plain
+    # cross-entropy). Not the default: 0.1 lifted Word2Vec's dev CIDEr-D by 0.03, its test CIDEr by
+    # 0.001, and cost it 34 of its 375 distinct test words (README, "Nor label smoothing").
+    label_smoothing: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,13 +75,41 @@ class TrainSettings:
 
 
 # Settings added after bundles were first written, with the value that reproduces what those bundles ran.
-BEFORE_RECORDED = {"min_delta": 0.0}  # before it, any fall of the dev loss counted as improvement
+BEFORE_RECORDED = {"min_delta": 0.0,  # before it, any fall of the dev loss counted as improvement
+                   "label_smoothing": 0.0}
+
+
+def word_losses(target, probs, label_smoothing: float = 0.0):
+    """Cross-entropy at each position, (B, T), of the decoder's word probabilities ``probs`` (B, T, V)
+    against the word ids ``target`` (B, T); with label smoothing e, the target distribution is
+    1 - e on the word plus e / V on every word of the vocabulary."""
+    losses = keras.losses.sparse_categorical_crossentropy(target, probs)  # (B, T)
+    if not label_smoothing:
+        return losses
+    mean_log_prob = ops.mean(ops.log(ops.clip(probs, 1e-7, 1.0)), axis=-1)  # (B, T)
+    return (1.0 - label_smoothing) * losses - label_smoothing * mean_log_prob
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class CaptionLoss(keras.losses.Loss):
+    """:func:`word_losses` as a Keras loss, so that a checkpoint (``last.keras``) loads with it."""
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "caption_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        return word_losses(y_true, y_pred, self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def compile_decoder(model: keras.Model, settings: TrainSettings) -> keras.Model:
     model.compile(
         optimizer=keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clipnorm),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
+        loss=CaptionLoss(settings.label_smoothing) if settings.label_smoothing
+        else keras.losses.SparseCategoricalCrossentropy(),
         weighted_metrics=[],
     )
     return model
@@ -163,7 +196,7 @@ def _fit(config: DecoderConfig, train: CaptionBatches, dev: CaptionBatches, sett
     if strategy is None:
         train_data, dev_data = train.dataset(), dev.dataset()
     else:
-        trainer = distribute.DistributedTrainer(model, strategy, train, dev)
+        trainer = distribute.DistributedTrainer(model, strategy, train, dev, settings.label_smoothing)
     stopped_early = state["wait"] >= settings.patience
     while state["epoch"] < settings.epochs and not stopped_early:
         epoch = state["epoch"]

@@ -149,9 +149,9 @@ def mirrored():
     return tf.distribute.MirroredStrategy(["/cpu:0"])
 
 
-def _fit(folder: Path, epochs: int, strategy=None):
-    model, history = fit_decoder(CONFIG, _batches(), _batches(dev=True), TrainSettings(epochs=epochs, patience=10),
-                                 folder, strategy=strategy)
+def _fit(folder: Path, epochs: int, strategy=None, label_smoothing: float = 0.0):
+    settings = TrainSettings(epochs=epochs, patience=10, label_smoothing=label_smoothing)
+    model, history = fit_decoder(CONFIG, _batches(), _batches(dev=True), settings, folder, strategy=strategy)
     return model.get_weights(), history
 
 
@@ -164,9 +164,10 @@ def _assert_same(a, b, rtol=1e-5):
         np.testing.assert_allclose(y, x, rtol=rtol, atol=1e-6)
 
 
-def test_mirrored_on_one_device_trains_what_the_default_path_trains(tmp_path, mirrored):
-    default = _fit(tmp_path / "default", 3)
-    distributed = _fit(tmp_path / "mirrored", 3, mirrored)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_mirrored_on_one_device_trains_what_the_default_path_trains(tmp_path, mirrored, label_smoothing):
+    default = _fit(tmp_path / "default", 3, label_smoothing=label_smoothing)
+    distributed = _fit(tmp_path / "mirrored", 3, mirrored, label_smoothing)
     _assert_same(default, distributed)
     state = json.loads((tmp_path / "mirrored" / "state.json").read_text())
     assert state["epoch"] == 3 and (tmp_path / "mirrored" / "best.weights.h5").is_file()

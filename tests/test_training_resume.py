@@ -214,7 +214,7 @@ def test_settings_recorded_before_min_delta_existed_read_as_what_they_ran():
     dev loss: it reads as min_delta 0; a recorded value is kept; a record lacking others is refused."""
     recorded = TrainSettings(epochs=7, min_delta=0.01).to_dict()
     assert TrainSettings.from_record(recorded) == TrainSettings(epochs=7, min_delta=0.01)
-    del recorded["min_delta"]
+    del recorded["min_delta"], recorded["label_smoothing"]  # neither existed: plain cross-entropy then
     assert TrainSettings.from_record({**recorded, "epochs_run": 5}) == TrainSettings(epochs=7, min_delta=0.0)
     del recorded["patience"]
     with pytest.raises(ValueError, match="lack patience"):

@@ -85,6 +85,9 @@ def parse_args(argv=None):
     train.add_argument("--patience", type=int, default=defaults.patience)
     train.add_argument("--min-delta", type=float, default=defaults.min_delta,
                        help="a smaller fall of the dev loss counts as no improvement (0: any fall counts)")
+    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
+                       help="share of each target word's probability spread over the vocabulary in "
+                            "stage 1 (default: %(default)s, plain cross-entropy)")
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--limit-images", type=int,
                        help="use only the first N train/dev/test images (quick experiments and tests)")
@@ -135,7 +138,8 @@ def parse_args(argv=None):
 def train_settings(args) -> TrainSettings:
     """Stage 1's settings, as the command line gives them."""
     return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         patience=args.patience, min_delta=args.min_delta, seed=args.seed)
+                         patience=args.patience, min_delta=args.min_delta, seed=args.seed,
+                         label_smoothing=args.label_smoothing)
 
 
 def scst_settings(args) -> ScstSettings:
