@@ -12,7 +12,7 @@ requests cannot pile up threads, uploads and memory without bound.
 A request that brings its own upload (the JSON API) first takes a place, before a byte of the
 upload is read: at most ``max_waiting + 1`` such requests are read, waiting or captioned at once.
 Checking only the queue would let a burst through while its first requests are still reading:
-64 simultaneous 9 MB uploads were all read, then most turned away, and the app grew by 300-480 MB.
+of 64 simultaneous 9 MB uploads, dozens were read and then turned away, and the app grew by 300-480 MB.
 
     with gate.place():         # raises Busy at once when every place is taken
         data = read the upload
@@ -43,7 +43,7 @@ class Admission:
         self.max_waiting = max_waiting
         self.timeout = timeout
         self._models = threading.Lock()  # held while a caption is computed
-        self._counter = threading.Lock()  # guards _waiting
+        self._counter = threading.Lock()  # guards _waiting and _placed
         self._waiting = 0
         self._placed = 0  # requests inside place(): reading their upload, waiting or being captioned
 
