@@ -19,11 +19,9 @@ import argparse
 import numpy as np
 
 from captioning.consensus import NEIGHBOURS, Consensus
-from captioning.ensemble import Ensemble
-from captioning.evaluation import evaluate_predictions
 from captioning.significance import comparison_table, image_statistics, paired_bootstrap, tokenize_references
 
-from .measure import add_split_arguments, split_to_decode
+from .measure import add_split_arguments, load_models, split_to_decode
 
 NEIGHBOUR_COUNTS = (5, 10, 20, 40)
 
@@ -37,13 +35,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    ensemble = Ensemble.load([args.weights / name for name in args.models])  # one encoder, the bundles' own
+    ensemble = load_models(args)
     if ensemble.consensus is None:
         raise SystemExit(f"no consensus reference beside the bundles in {args.weights}: "
                          "run python -m training.build_familiarity first")
     split = split_to_decode(args, ensemble.encoder)
-    images, matrix = split.images, split.features  # (N,), (N, feature_dim)
-    references, training_captions = split.references, split.training_captions
+    images, matrix, references = split.images, split.features, split.references  # (N,), (N, feature_dim), {image: refs}
     counts = sorted({0, *args.neighbours, NEIGHBOURS})
     rerankers = {k: Consensus(ensemble.consensus.familiarity, ensemble.consensus.captions, k) for k in counts if k}
     print(f"Split '{args.split}', {len(images)} images, beam k={args.beam_width}; K = 0: plain beam search; "
@@ -58,12 +55,12 @@ def main(argv=None) -> int:
         for k in counts:
             chosen = [hyps[0] if not k else rerankers[k].rerank(row, hyps, captioner.vocab)[0][0]
                       for row, hyps in zip(matrix, nbest)]
-            captions = dict(zip(images, (captioner.vocab.decode(h.ids) for h in chosen)))
-            scores = evaluate_predictions(captions, references, training_captions, meteor=False)
+            said = [captioner.vocab.decode(h.ids) for h in chosen]
+            scores = split.score(said)
             if captioner is not ensemble:
                 cider[k].append(scores["CIDEr"])
             if k in (0, NEIGHBOURS):
-                stats = image_statistics(captions, references, tokenized)
+                stats = image_statistics(dict(zip(images, said)), references, tokenized)
                 if k == 0:
                     plain = stats
                 else:

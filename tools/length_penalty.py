@@ -17,10 +17,8 @@ import numpy as np
 
 from captioning import Captioner
 from captioning.decoding import LENGTH_PENALTY
-from captioning.ensemble import Ensemble
-from captioning.evaluation import evaluate_predictions
 
-from .measure import add_split_arguments, split_to_decode
+from .measure import add_split_arguments, load_models, split_to_decode
 
 PENALTIES = (0.3, 0.5, 0.7, 0.9, 1.1, 1.3)
 
@@ -43,18 +41,16 @@ def captions_by_penalty(captioner: Captioner, features: np.ndarray, penalties, b
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    ensemble = Ensemble.load([args.weights / name for name in args.models])  # one encoder, the bundles' own
+    ensemble = load_models(args)
     split = split_to_decode(args, ensemble.encoder)
-    images, matrix = split.images, split.features  # (N,), (N, feature_dim)
-    references, training_captions = split.references, split.training_captions
-    print(f"Split '{args.split}', {len(images)} images, beam k={args.beam_width}; * marks the penalty beam "
+    print(f"Split '{args.split}', {len(split.images)} images, beam k={args.beam_width}; * marks the penalty beam "
           "search uses.\n")
     print("| model | length penalty | BLEU-4 | CIDEr | words used | mean len |")
     print("|---|---:|---:|---:|---:|---:|")
     penalties = sorted({*args.penalties, LENGTH_PENALTY})
     for captioner in [*ensemble.members, ensemble]:
-        for penalty, captions in captions_by_penalty(captioner, matrix, penalties, args.beam_width).items():
-            scores = evaluate_predictions(dict(zip(images, captions)), references, training_captions, meteor=False)
+        for penalty, captions in captions_by_penalty(captioner, split.features, penalties, args.beam_width).items():
+            scores = split.score(captions)
             mark = " *" if penalty == LENGTH_PENALTY else ""
             print(f"| {captioner.name} | {penalty:g}{mark} | {scores['BLEU-4']:.4f} | {scores['CIDEr']:.4f} | "
                   f"{scores['vocabulary_used']} | {scores['mean_length']:.2f} |", flush=True)

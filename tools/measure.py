@@ -44,6 +44,21 @@ class SplitToDecode:
     references: dict[str, list[str]]
     training_captions: list[str]
 
+    def score(self, captions: list[str]) -> dict:
+        """COCO scores (no METEOR) and diversity of ``captions``, caption i for images[i]."""
+        from captioning.evaluation import evaluate_predictions
+
+        return evaluate_predictions(dict(zip(self.images, captions)), self.references, self.training_captions,
+                                    meteor=False)
+
+
+def load_models(args: argparse.Namespace):
+    """The bundles of :func:`add_split_arguments`' ``--weights``/``--models`` as one Ensemble (its
+    members are the single models; one encoder, the bundles' own)."""
+    from captioning.ensemble import Ensemble
+
+    return Ensemble.load([args.weights / name for name in args.models])
+
 
 def split_to_decode(args: argparse.Namespace, encoder) -> SplitToDecode:
     """The split of :func:`add_split_arguments`' ``args``, encoded by ``encoder`` (cached features)."""

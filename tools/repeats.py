@@ -15,10 +15,8 @@ import argparse
 from collections import Counter
 
 from captioning.diversity import STOPWORDS
-from captioning.ensemble import Ensemble
-from captioning.evaluation import evaluate_predictions
 
-from .measure import add_split_arguments, split_to_decode
+from .measure import add_split_arguments, load_models, split_to_decode
 
 
 def parse_args(argv=None):
@@ -44,19 +42,17 @@ def captions(captioner, features, beam_width: int, no_repeats: bool) -> list[str
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    ensemble = Ensemble.load([args.weights / name for name in args.models])  # one encoder, the bundles' own
+    ensemble = load_models(args)
     split = split_to_decode(args, ensemble.encoder)
-    images, matrix = split.images, split.features  # (N,), (N, feature_dim)
-    references, training_captions = split.references, split.training_captions
-    print(f"Split '{args.split}', {len(images)} images; ban: no content word twice in a caption.\n")
+    print(f"Split '{args.split}', {len(split.images)} images; ban: no content word twice in a caption.\n")
     print("| model | decoding | ban | BLEU-4 | CIDEr | words used | mean len | repeat a content word |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for captioner in [*ensemble.members, ensemble]:
         for width in (1, args.beam_width):
             decoding = "greedy" if width == 1 else f"beam k={width}"
             for no_repeats in (False, True):
-                said = captions(captioner, matrix, width, no_repeats)
-                scores = evaluate_predictions(dict(zip(images, said)), references, training_captions, meteor=False)
+                said = captions(captioner, split.features, width, no_repeats)
+                scores = split.score(said)
                 repeating = sum(map(repeats_a_content_word, said)) / len(said)
                 print(f"| {captioner.name} | {decoding} | {'on' if no_repeats else 'off'} | {scores['BLEU-4']:.4f} | "
                       f"{scores['CIDEr']:.4f} | {scores['vocabulary_used']} | {scores['mean_length']:.2f} | "
