@@ -103,12 +103,12 @@ def once_only_ids(vocab: Vocabulary) -> np.ndarray:
     return np.array([i >= N_SPECIAL and word not in STOPWORDS for i, word in enumerate(vocab.words)])
 
 
-def forbid_repeats(scores: np.ndarray, prefixes, once_only: np.ndarray) -> None:
-    """Give each row's content words already said (``prefixes[row]``, word ids) the score -inf, in place."""
+def forbid_repeats(scores: np.ndarray, prefixes, once_only: np.ndarray, lowest: float = -np.inf) -> None:
+    """Give each row's content words already said (``prefixes[row]``, word ids) the score ``lowest``, in place."""
     for row, ids in enumerate(prefixes):
         said = [word for word in ids if once_only[word]]
         if said:
-            scores[row, said] = -np.inf
+            scores[row, said] = lowest
 
 
 def _top_indices(scores: np.ndarray, m: int) -> np.ndarray:
@@ -288,8 +288,7 @@ def naive_greedy(model: keras.Model, features: np.ndarray, vocab: Vocabulary, ma
         probs = model.predict({"image_features": features, "caption_in": tokens[:, :t + 1]}, verbose=0)[:, t]
         probs[:, banned] = -1.0
         if no_repeats:
-            for row, said in enumerate(outputs):
-                probs[row, [word for word in said if once_only[word]]] = -1.0
+            forbid_repeats(probs, outputs, once_only, lowest=-1.0)
         forbid_end_at_first_step(probs, t, vocab.end_id, lowest=-1.0)
         words = probs.argmax(axis=1)
         tokens[:, t + 1] = words
