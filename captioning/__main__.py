@@ -5,6 +5,8 @@
     python -m captioning caption --model weights/word2vec --method guided photo.jpg
     python -m captioning caption --model weights/word2vec --method consensus photo.jpg
     cat photo.jpg | python -m captioning caption --model weights/word2vec -
+    python -m captioning caption --model weights/learned --model weights/fasttext --model weights/word2vec \\
+        --method beam photo.jpg
 
 ``caption`` prints one JSON object per image and line on stdout:
 
@@ -25,6 +27,10 @@ An image that cannot be read gives ``error: <path>: <reason>`` on stderr and the
 other images are still captioned; the exit status is then 1.  A model folder that
 cannot be loaded gives a one-line error and exit status 2 (as do bad arguments).
 Logging and TensorFlow messages go to stderr, so stdout holds only JSON lines.
+
+``--model`` given more than once captions with those models as one ensemble (``captioning.ensemble.Ensemble``: beam
+search over the mean of their next-word log-probabilities, the app's "All three together");
+they must share the vocabulary and the image encoder.
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     caption = commands.add_parser("caption", help="caption images; one JSON line per image on stdout",
                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     caption.add_argument("images", nargs="+", metavar="IMAGE", help=f"image files ('{STDIN}' reads one from stdin)")
-    caption.add_argument("--model", required=True, help="model bundle folder, e.g. weights/word2vec")
+    caption.add_argument("--model", required=True, action="append", metavar="FOLDER",
+                         help="model bundle folder, e.g. weights/word2vec; given more than once: their ensemble")
     caption.add_argument("--method", choices=METHODS, default="greedy",
                          help="decoding (default: %(default)s)")
     caption.add_argument("--beam-width", type=_positive_int, default=DEFAULT_BEAM_WIDTH,
@@ -87,20 +94,22 @@ def run_caption(args, parser: argparse.ArgumentParser) -> int:
         parser.error(f"'{STDIN}' (stdin) can be given only once")
 
     from .bundle import BundleError
+    from .ensemble import Ensemble
     from .images import ImageError
 
+    models = " ".join(args.model)
     try:
         # Anything a library prints while loading goes to stderr: stdout is for JSON only.
         with contextlib.redirect_stdout(sys.stderr):
-            captioner = Captioner.load(args.model)
+            captioner = Captioner.load(args.model[0]) if len(args.model) == 1 else Ensemble.load(args.model)
     except BundleError as exc:
         _error(f"cannot load model: {exc}")
         return EXIT_USAGE
-    except (ValueError, ImportError) as exc:  # unknown or unavailable encoder, encoder mismatch
-        _error(f"cannot load model {args.model}: {exc}")
+    except (ValueError, ImportError) as exc:  # unknown or unavailable encoder, encoder or vocabulary mismatch
+        _error(f"cannot load model {models}: {exc}")
         return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - e.g. a config.json value of the wrong type
-        _error(f"cannot load model {args.model}: {type(exc).__name__}: {exc}")
+        _error(f"cannot load model {models}: {type(exc).__name__}: {exc}")
         return EXIT_USAGE
     try:
         parse_settings(args.method, args.beam_width, args.max_length, longest=captioner.max_length)
@@ -108,7 +117,7 @@ def run_caption(args, parser: argparse.ArgumentParser) -> int:
         _error(f"--max-length: {exc}")
         return EXIT_USAGE
     if args.method == "consensus" and captioner.consensus is None:
-        _error(f"--method consensus: no consensus reference for {args.model}: it needs familiarity.h5 and "
+        _error(f"--method consensus: no consensus reference for {args.model[0]}: it needs familiarity.h5 and "
                "neighbour_captions.json in the folder above it (python -m training.build_familiarity)")
         return EXIT_USAGE
 

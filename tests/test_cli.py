@@ -299,3 +299,37 @@ def test_consensus_without_its_reference_exits_2(tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     assert len(error_lines(result.stderr)) == 1
     assert "neighbour_captions.json" in result.stderr and "build_familiarity" in result.stderr
+
+
+def test_several_models_caption_as_their_ensemble(encoder, flickr8k):
+    """--model given three times: the committed models' ensemble, whose beam-3 caption of a test
+    photo is the one the committed evaluation recorded (weights/ensemble_samples.json) and the
+    library's Ensemble gives."""
+    models = [ROOT / "weights" / v for v in ("learned", "fasttext", "word2vec")]
+    if not all((m / "decoder.weights.h5").is_file() for m in models):
+        pytest.skip("no committed weights")
+    recorded = json.loads((ROOT / "weights" / "ensemble_samples.json").read_text())["beam3"]
+    photos = [flickr8k / "Flicker8k_Dataset" / name for name in list(recorded)[:2]]
+    result = run_cli("caption", *[arg for m in models for arg in ("--model", m)], "--method", "beam", *photos)
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stdout)
+    assert [line["caption"] for line in lines] == [recorded[p.name] for p in photos]
+    from captioning.ensemble import Ensemble
+
+    ensemble = Ensemble.load(models, encoder=encoder)
+    assert [line["caption"] for line in lines] == [ensemble.caption(str(p), method="beam", beam_width=3) for p in photos]
+    single = json_lines(run_cli("caption", "--model", models[0], "--method", "beam", photos[0]).stdout)
+    assert single[0]["candidates"] != lines[0]["candidates"]  # the three together, not the first alone
+
+
+def test_models_with_different_vocabularies_exit_2(model, good_images, capsys):
+    from captioning.__main__ import main
+
+    committed = ROOT / "weights" / "learned"
+    if not (committed / "decoder.weights.h5").is_file():
+        pytest.skip("no committed weights")
+    assert main(["caption", "--model", str(model), "--model", str(committed), good_images[0]]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = error_lines(captured.err)
+    assert "different vocabularies" in line and str(model) in line, line
