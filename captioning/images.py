@@ -17,6 +17,12 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# The file formats we open, by Pillow's names, and as a person would name them. Only these: Pillow
+# knows dozens more, some of which hand the file to other programs (EPS and Ghostscript), and an
+# upload should not reach any of that. (JPEG covers MPO, a camera's JPEG with a preview in it.)
+READABLE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
+READABLE_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF, AVIF"
+
 # Refuse decompression bombs: 50 megapixels is far above any photo we need.
 MAX_PIXELS = 50_000_000
 MIN_SIDE = 8  # smaller images carry nothing to caption
@@ -50,7 +56,7 @@ def _open(source) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream)
+            image = Image.open(stream, formats=READABLE_FORMATS)
             _check_size(image.size)
             image.load()
     except BaseException as exc:
@@ -61,7 +67,7 @@ def _open(source) -> Image.Image:
         if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
             raise ImageError("the image is too large to process") from None
         if isinstance(exc, UnidentifiedImageError):
-            raise ImageError("the file is not an image we can read (JPEG, PNG, GIF, WebP, BMP, TIFF)") from None
+            raise ImageError(f"the file is not an image we can read ({READABLE_NAMES})") from None
         if isinstance(exc, (OSError, SyntaxError, ValueError)):
             raise ImageError(f"the image file is damaged or truncated ({exc})") from None
         raise
@@ -93,8 +99,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        brightest = float(array.max()) if array.size else 0.0
+        if image.mode.startswith("I;16") or brightest > 255:
+            top = 65535.0  # 16-bit
+        elif image.mode == "F" and brightest <= 1.0:
+            top = 1.0  # floats from 0 to 1, as arrays are read (_from_array)
+        else:
+            top = 255.0
         return Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8)).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")

@@ -41,6 +41,7 @@ ERROR_HINTS = {
     "one_pixel.png": r"too small",
     "bomb_10000x10000.png": r"too large",
     "photo_in.zip": r"not an image",
+    "drawing.eps": r"not an image",  # Pillow reads EPS through Ghostscript; we do not open it at all
 }
 
 # name -> expected outcome, in the order they are written
@@ -52,7 +53,9 @@ CASES = {
     "one_pixel.png": ERROR,
     "bomb_10000x10000.png": ERROR,
     "photo_in.zip": ERROR,
+    "drawing.eps": ERROR,
     "gray16.png": CAPTION,
+    "float.tiff": CAPTION,  # mode F, values from 0 to 1 (grayscale.jpg mirrored)
     "cmyk.jpg": CAPTION,
     "palette.png": CAPTION,
     "palette_transparent.png": CAPTION,
@@ -64,6 +67,7 @@ CASES = {
     "small_8x8.png": CAPTION,  # the smallest size accepted
     "photo.webp": CAPTION,
     "photo.bmp": CAPTION,
+    "photo.avif": CAPTION,
 }
 
 
@@ -143,10 +147,14 @@ def write_bad_inputs(folder: str | Path, photo=None) -> dict[str, tuple[Path, st
     write_bomb_png(out("bomb_10000x10000.png"))
     with zipfile.ZipFile(out("photo_in.zip"), "w") as archive:
         archive.writestr("photo.jpg", jpeg)
+    out("drawing.eps").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n%%EndComments\n"
+                                  "newpath 0 0 moveto 64 64 lineto stroke\nshowpage\n%%EOF\n")
 
     # Valid images in unusual modes: each must be captioned.
     gray = np.asarray(image.convert("L"), dtype=np.uint16) * 257  # full 16-bit range
     Image.fromarray(gray).save(out("gray16.png"))  # mode I;16
+    mirrored = image.convert("L").transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # not gray16.png's pixels again
+    Image.fromarray(np.asarray(mirrored, dtype=np.float32) / 255.0).save(out("float.tiff"))  # mode F
     image.convert("CMYK").save(out("cmyk.jpg"), quality=90)
     image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64).save(out("palette.png"))
     palette = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
@@ -162,6 +170,7 @@ def write_bad_inputs(folder: str | Path, photo=None) -> dict[str, tuple[Path, st
     image.resize((8, 8)).save(out("small_8x8.png"))
     image.save(out("photo.webp"), quality=90)
     image.save(out("photo.bmp"))
+    image.save(out("photo.avif"), quality=90)
 
     cases = {name: (out(name), expected) for name, expected in CASES.items()}
     missing = [name for name, (path, _) in cases.items() if not path.is_file()]

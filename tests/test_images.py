@@ -163,10 +163,33 @@ def test_sixteen_bit_image_keeps_its_tones(cases):
     assert 60 < _pixels(gray16).mean() < 200
 
 
+def test_float_image_from_0_to_1_keeps_its_tones(cases):
+    """Mode F with values from 0 to 1 (scientific TIFFs) is scaled as an array of such floats is,
+    not read as 0-255 (which would make it black)."""
+    floats = load_image(cases["float.tiff"][0])
+    gray = load_image(cases["grayscale.jpg"][0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    assert _diff(floats, gray) < 4
+    assert 60 < _pixels(floats).mean() < 200
+
+
+def test_only_the_photo_formats_are_opened(cases, monkeypatch):
+    """Pillow would hand an EPS file to Ghostscript; an upload never gets that far."""
+    from PIL import EpsImagePlugin
+
+    def ghostscript(*args, **kwargs):
+        raise AssertionError("the EPS file reached Pillow's EPS plugin")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "load", ghostscript)
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript, raising=False)
+    with pytest.raises(ImageError, match="not an image we can read"):
+        load_image(cases["drawing.eps"][0])
+
+
 def test_cmyk_and_palette_keep_their_colours(cases):
     upright = load_image(cases["upright.jpg"][0])
     # 64 palette colours cost some accuracy; a palette read as grey levels would be far off
-    for name, tolerance in (("cmyk.jpg", 8), ("photo.webp", 8), ("photo.bmp", 8), ("palette.png", 16)):
+    for name, tolerance in (("cmyk.jpg", 8), ("photo.webp", 8), ("photo.bmp", 8), ("photo.avif", 8),
+                            ("palette.png", 16)):
         assert _diff(load_image(cases[name][0]), upright) < tolerance, name
 
 
