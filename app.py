@@ -13,6 +13,7 @@ demo.models (captioning) and demo.ui (formatting), the JSON API lives in demo.ap
 from __future__ import annotations
 
 import functools
+import html
 import io
 import logging
 import os
@@ -187,7 +188,7 @@ def build_demo(models: ModelSet) -> gr.Blocks:
                 raise gr.Error("Type a word to look up.", print_exception=False)
             near = models.neighbours(text, k=10)
             if all(v is None for v in near.values()):
-                gr.Warning(f"'{text}' is in none of the vocabularies (words seen at least a few times in the "
+                gr.Warning(f"'{html.escape(text)}' is in none of the vocabularies (words seen at least a few times in the "
                            "training captions). Try: " + ", ".join(ui.suggestion_words(models, 6)))
             return [ui.neighbours_html(near, text), *(_projection(models, v, text, near) for v in VARIANTS)]
 

@@ -38,6 +38,7 @@ MAX_OTHER_BODY = MAX_UPLOAD_BYTES * 4 // 3 + FORM_OVERHEAD_BYTES
 
 EXAMPLE_FILE = "photo.jpg"  # the file name API snippets use
 NOT_UPLOADED = "that file was not uploaded to this app: upload the photo itself"
+NOT_FETCHED = "this app does not fetch images from URLs: upload the photo itself"
 
 
 def too_big_message(limit: int = MAX_UPLOAD_BYTES) -> str:
@@ -66,6 +67,8 @@ def payload_bytes(payload, allowed_folders: Iterable[str]) -> bytes | None:
     url, path = payload.get("url"), payload.get("path")
     if isinstance(url, str) and url.startswith("data:") and not path:
         return _data_url_bytes(url)
+    if url and not path:
+        raise ImageError(NOT_FETCHED)
     if not path:
         return None
     if not isinstance(path, str) or not is_inside(path, [_normalised(f) for f in allowed_folders]):
@@ -73,7 +76,7 @@ def payload_bytes(payload, allowed_folders: Iterable[str]) -> bytes | None:
     try:
         with open(path, "rb") as file:
             data = file.read(MAX_UPLOAD_BYTES + 1)
-    except FileNotFoundError:
+    except OSError:  # gone, or a folder or anything else that is not a file Gradio stored: the same answer
         raise ImageError("the uploaded file is no longer on the server (uploads expire after an hour): "
                          "upload it again") from None
     if len(data) > MAX_UPLOAD_BYTES:

@@ -247,5 +247,19 @@ def test_other_tabs_render(browser, server, screenshots):
         page.close()
 
 
+def test_unknown_word_is_shown_as_text_not_html(browser, server):
+    """The Embeddings tab's warning repeats what was typed: as text, never as markup."""
+    page = open_page(browser, server, DESKTOP)
+    open_tab(page, "Embeddings")
+    word = page.locator("#word textarea, #word input").first
+    typed = '<b id="injected">bold</b>zz'
+    word.fill(typed)
+    word.press("Enter")
+    page.get_by_text("is in none of the vocabularies").first.wait_for(state="visible")
+    assert page.locator("#injected").count() == 0
+    assert page.get_by_text(typed, exact=False).count() >= 1
+    page.close()
+
+
 def test_no_traceback_from_our_code_in_server_log(server):
     assert tracebacks_through_our_code(server["log"].read_text(errors="replace")) == []

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import threading
 import time
@@ -102,6 +103,23 @@ def test_payload_bytes_never_opens_a_refused_path(tmp_path, monkeypatch):
         with pytest.raises(Exception, match="not uploaded"):
             payload_bytes({"path": path}, [str(uploads)])
     assert opened == []
+
+
+def test_payload_bytes_answers_a_folder_as_it_answers_a_missing_file(tmp_path):
+    """Inside the upload folder, a folder or a file that is gone get one and the same ImageError
+    (not an IsADirectoryError, and no hint of which folders exist); a web URL is not fetched."""
+    from captioning import ImageError
+
+    uploads = tmp_path / "uploads"
+    (uploads / "0123abcd").mkdir(parents=True)
+    messages = set()
+    for path in (uploads / "0123abcd", uploads / "gone.jpg"):
+        with pytest.raises(ImageError, match="no longer on the server") as info:
+            payload_bytes({"path": str(path)}, [str(uploads)])
+        messages.add(str(info.value))
+    assert len(messages) == 1
+    with pytest.raises(ImageError, match="does not fetch images from URLs"):
+        payload_bytes({"url": "https://example.com/cat.jpg"}, [str(uploads)])
 
 
 def test_payload_bytes_limits_data_urls():
@@ -242,7 +260,16 @@ def test_host_rule():
 
 @pytest.mark.parametrize("request_kwargs, status, hint", [
     ({"method": "GET", "url": "/api/nothing"}, 404, "no API route"),
-    ({"method": "POST", "url": "/api/caption", "files": [("image", ("a.jpg", b"x"))] * 20}, 400, "files"),
+    ({"method": "GET", "url": "/api"}, 404, "no API route"),
+    ({"method": "POST", "url": "/api/caption", "files": [("image", ("a.jpg", b"x"))] * 20}, 400, "one file"),
+    ({"method": "POST", "url": "/api/caption", "files": [("image", ("a.jpg", b"x")), ("method", ("m.jpg", b"x"))]},
+     400, "plain text fields"),
+    ({"method": "POST", "url": "/api/caption", "files": {"method": ("m.jpg", b"x")}}, 422, "plain text field"),
+    ({"method": "POST", "url": "/api/caption", "files": {"image": ("a.jpg", b"x")},
+      "data": {"method": ["beam", "guided"]}}, 422, "more than once"),
+    ({"method": "POST", "url": "/api/caption", "data": {"image": "x" * (1024 * 1024 + 10)}}, 400, "as a file"),
+    ({"method": "POST", "url": "/api/caption", "files": {"image": (None, b"x" * (1024 * 1024 + 10))}}, 400,
+     "as a file"),
     ({"method": "POST", "url": "/api/caption", "files": {"image": ("a.jpg", b"x")}, "data": {"beam_width": "７"}},
      422, "beam_width"),
     ({"method": "POST", "url": "/api/caption", "files": {"image": ("a.jpg", b"x")}, "data": {"colour": "red"}},
@@ -250,6 +277,7 @@ def test_host_rule():
     ({"method": "POST", "url": "/api/caption", "content": b"garbage",
       "headers": {"content-type": "multipart/form-data; boundary=zz"}}, 400, "multipart"),
     ({"method": "PUT", "url": "/api/health"}, 405, "not allowed"),
+    ({"method": "OPTIONS", "url": "/api/caption"}, 405, "not allowed"),
     ({"method": "POST", "url": "/api/caption", "json": {"image": "x"}}, 422, "no image"),
 ])
 def test_every_api_error_has_one_shape(server, request_kwargs, status, hint):
@@ -258,6 +286,80 @@ def test_every_api_error_has_one_shape(server, request_kwargs, status, hint):
     assert answer.status_code == status, answer.text
     body = answer.json()
     assert list(body) == ["error"] and hint.lower() in body["error"].lower(), body
+
+
+def test_client_that_leaves_mid_upload_leaves_no_traceback(server):
+    """Phones lose their connection: that is routine, not an error of ours to log with a traceback."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from conftest import tracebacks_through_our_code
+
+    where = urlsplit(server["url"])
+    part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n' + b"x" * 1000
+    with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+        sock.sendall(b"POST /api/caption HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     + f"Content-Length: {2 * 2**20}\r\n\r\n".encode() + part)
+        time.sleep(0.5)  # the server is reading the body when the client goes
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "disconnected during its upload" not in server["log"].read_text():
+        time.sleep(0.2)
+    log_text = server["log"].read_text(errors="replace")
+    assert "disconnected during its upload" in log_text
+    assert tracebacks_through_our_code(log_text) == []
+
+
+def test_health_answers_head_and_wrong_methods_say_what_is_allowed(server):
+    """Uptime checks use HEAD; a wrong method gets 405 with Allow, in our shape, not Gradio's 404."""
+    assert httpx.head(server["url"] + "/api/health", timeout=30).status_code == 200
+    answer = httpx.request("OPTIONS", server["url"] + "/api/caption", timeout=30)
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+
+
+def test_openapi_documents_the_caption_form(server):
+    """/api/docs can send a photo: the route's multipart form is in the schema."""
+    schema = httpx.get(server["url"] + "/api/openapi.json", timeout=30).json()
+    form = schema["paths"]["/api/caption"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["image"] and form["properties"]["image"]["format"] == "binary"
+    assert set(form["properties"]) == {"image", "method", "beam_width", "max_length"}
+
+
+def test_slow_upload_is_cut_off_and_gives_its_place_back(tiny_weights):
+    """A client that sends a byte now and then holds one of the API's few places only until the
+    upload deadline; then it gets 408 and the place is free again."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from demo.api import add_json_api
+    from demo.models import ModelSet
+
+    models = ModelSet.load(tiny_weights)
+    api = FastAPI()
+    add_json_api(api, models, upload_seconds=0.5)
+    boundary = "slowslow"
+
+    async def trickle():
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n"
+               "Content-Type: image/jpeg\r\n\r\n").encode()
+        for _ in range(20):  # 10 s of a byte every half second, far past the deadline
+            await asyncio.sleep(0.5)
+            yield b"x"
+
+    async def send():
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            started = time.perf_counter()
+            answer = await c.post("/api/caption", content=trickle(),
+                                  headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+            return answer, time.perf_counter() - started
+
+    answer, seconds = asyncio.run(send())
+    assert answer.status_code == 408 and "did not arrive within 0.5 s" in answer.json()["error"]
+    assert seconds < 5
+    with contextlib.ExitStack() as places:  # every place free again: max_waiting + 1 can be taken
+        for _ in range(models.admission.max_waiting + 1):
+            places.enter_context(models.admission.place())
 
 
 @pytest.mark.parametrize("width", ["７", True, "3e0x", " 4 ", "+2"])
