@@ -1,6 +1,7 @@
 """Reading an image-caption corpus: Flickr8k text files, a CSV ``image,caption`` file, a Karpathy
 split JSON (``dataset_flickr8k.json``, ``dataset_flickr30k.json``, ``dataset_coco.json``) or COCO
-caption annotation files (``captions_train2017.json``, ...).  The format is detected from the content.
+caption annotation files (``captions_train2017.json``, ...).  The format is detected from the content;
+text files may start with a UTF-8 byte order mark (as Excel saves them).
 
 A :class:`Corpus` maps image file names to their cleaned captions and names the
 train / dev / test splits.  Captions whose image is missing from the image folder
@@ -30,6 +31,9 @@ FLICKR8K_SPLITS = {
     "dev": "Flickr_8k.devImages.txt",
     "test": "Flickr_8k.testImages.txt",
 }
+CSV_COLUMNS = ("image", "caption")
+TEXT_ENCODING = "utf-8-sig"  # UTF-8, with or without a byte order mark
+SPLIT_HINT = "pass --split-files TRAIN DEV TEST listing images of this corpus"
 
 
 class CorpusError(ValueError):
@@ -44,7 +48,8 @@ class Corpus:
 
     def split(self, name: str) -> list[str]:
         if name not in self.splits:
-            raise CorpusError(f"corpus has no '{name}' split (has: {', '.join(self.splits) or 'none'})")
+            raise CorpusError(f"corpus has no '{name}' split (has: {', '.join(self.splits) or 'none'}); "
+                              f"{SPLIT_HINT}")
         return self.splits[name]
 
     def captions_of(self, images: list[str]) -> dict[str, list[str]]:
@@ -61,14 +66,15 @@ def read_token_file(path: str | Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise CorpusError(f"captions file not found: {path}")
     captions: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=TEXT_ENCODING) as f:
         for number, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if not line.strip():
                 continue
             key, sep, caption = line.partition("\t")
             if not sep:
-                raise CorpusError(f"{path}:{number}: expected '<image>#<n><TAB><caption>'")
+                raise CorpusError(f"{path}:{number}: expected '<image>#<n><TAB><caption>' "
+                                  f"(or, on the first line, a CSV header '{','.join(CSV_COLUMNS)}')")
             image = key.rsplit("#", 1)[0]
             captions.setdefault(image, []).append(caption)
     return captions
@@ -80,13 +86,25 @@ def read_csv_captions(path: str | Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise CorpusError(f"captions file not found: {path}")
     captions: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding=TEXT_ENCODING, newline="") as f:
         reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"image", "caption"} <= set(reader.fieldnames):
+        if not _has_caption_columns(reader.fieldnames):
             raise CorpusError(f"{path}: CSV needs 'image' and 'caption' columns, has {reader.fieldnames}")
         for row in reader:
             captions.setdefault(row["image"].strip(), []).append(row["caption"])
     return captions
+
+
+def _has_caption_columns(fields: Sequence[str] | None) -> bool:
+    return set(CSV_COLUMNS) <= set(fields or ())
+
+
+def _starts_with_csv_header(path: Path) -> bool:
+    """True when the file's first non-blank line is a CSV header naming the ``image`` and
+    ``caption`` columns (Kaggle's Flickr8k ``captions.txt``); a token line has a TAB instead."""
+    with open(path, encoding=TEXT_ENCODING, errors="replace", newline="") as f:
+        line = next((line for line in f if line.strip()), "")
+    return "\t" not in line and _has_caption_columns(next(csv.reader([line]), None))
 
 
 # Karpathy split names -> ours: 'restval' is folded into train, as every captioning codebase does.
@@ -95,7 +113,7 @@ KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "dev", "test": "
 
 def _read_json(path: Path) -> object:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding=TEXT_ENCODING) as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise CorpusError(f"{path}: not valid JSON ({e})") from None
@@ -110,13 +128,19 @@ def _looks_like_json(path: Path) -> bool:
 def caption_file_format(path: str | Path) -> str:
     """'karpathy', 'coco', 'csv' or 'tokens', from the file's content (a JSON object with ``images``
     and ``sentences`` is a Karpathy split, with ``images`` and ``annotations`` a COCO annotation
-    file); a CSV is recognised by its ``.csv`` suffix, anything else is a Flickr8k token file."""
+    file); see :func:`_text_format` for the text formats."""
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"captions file not found: {path}")
     if _looks_like_json(path):
         return _json_format(path, _read_json(path))
-    return "csv" if path.suffix.lower() == ".csv" else "tokens"
+    return _text_format(path)
+
+
+def _text_format(path: Path) -> str:
+    """'csv' for a ``.csv`` file or one whose first line is an ``image,caption`` header (Kaggle's
+    ``captions.txt``), else 'tokens' (Flickr8k's ``<image>#<n><TAB><caption>`` lines)."""
+    return "csv" if path.suffix.lower() == ".csv" or _starts_with_csv_header(path) else "tokens"
 
 
 def _json_format(path: Path, data: object) -> str:
@@ -260,7 +284,7 @@ def read_split_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"split file not found: {path}")
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding=TEXT_ENCODING) as f:
         return [line.strip() for line in f if line.strip()]
 
 
@@ -283,19 +307,48 @@ def _keep_existing_images(raw: dict[str, list[str]], image_dir: Path) -> dict[st
             log.warning("skipping %d caption(s) of %s: no such image in %s", len(texts), image, image_dir)
             continue
         kept[image] = [clean_caption(t) for t in texts if clean_caption(t)]
+    if not kept:
+        example = f" (such as {next(iter(raw))})" if raw else ""
+        raise CorpusError(f"none of the {len(raw)} captioned image(s){example} is in {image_dir}")
     return kept
 
 
-def _default_splits(images: list[str]) -> dict[str, list[str]]:
+def _flickr8k_split_files(captions_file: Path) -> dict[str, Path]:
+    """Flickr8k's split files when all three sit beside the captions file, as they do beside
+    Flickr8k's own ``Flickr8k.token.txt``; else none: another corpus is not given Flickr8k's split."""
+    paths = {name: captions_file.parent / fname for name, fname in FLICKR8K_SPLITS.items()}
+    return paths if all(path.is_file() for path in paths.values()) else {}
+
+
+def _split_images(name: str, listed: list[str], source: str | Path, captions: dict[str, list[str]],
+                  image_dir: Path) -> list[str]:
+    """The images of split ``name`` (as ``source`` lists them) that have captions and a file: a
+    warning counts those skipped, an error says why the split is empty."""
+    kept = [image for image in listed if image in captions]
+    if not kept:
+        why = (f"none of its {len(listed)} image(s) from {source} has captions and a file in {image_dir}"
+               if listed else f"{source} gives it no image")
+        raise CorpusError(f"the {name} split is empty: {why}; {SPLIT_HINT}")
+    if len(kept) < len(listed):
+        log.warning("%s split: %d image(s) have no captions or no file, skipped", name, len(listed) - len(kept))
+    return kept
+
+
+def _default_splits(images: list[str], image_dir: Path) -> dict[str, list[str]]:
     """Deterministic 80/10/10 split for corpora that ship no split files."""
     ordered = sorted(images)
     n = len(ordered)
     n_dev = n_test = max(1, n // 10)
-    return {
+    splits = {
         "test": ordered[:n_test],
         "dev": ordered[n_test:n_test + n_dev],
         "train": ordered[n_test + n_dev:],
     }
+    for name in ("train", "dev", "test"):
+        if not splits[name]:
+            raise CorpusError(f"the {name} split is empty: {n} image(s) with captions and a file in {image_dir} "
+                              f"are too few to split 80/10/10 by name; {SPLIT_HINT}")
+    return splits
 
 
 def load_corpus(
@@ -310,13 +363,14 @@ def load_corpus(
     part can be overridden: ``captions_file`` (a token file, a ``.csv``, a Karpathy split
     JSON, or one or more COCO caption annotation files), ``image_dir`` and ``split_files``.
     A Karpathy JSON brings its own split, and COCO files theirs (from each file's name);
-    ``split_files`` override them.  Without any split the images are split 80/10/10 by name.
+    ``split_files`` override them.  A text captions file (token lines or CSV) gets Flickr8k's split
+    files when they sit beside it (Flickr8k's own captions).  Without any split the images are
+    split 80/10/10 by name.  An empty split is an error that says why.
     """
     root = Path(root)
-    text_dir = root / FLICKR8K_TEXT
     image_dir = Path(image_dir) if image_dir else root / FLICKR8K_IMAGES
     if captions_file is None:
-        captions_file = text_dir / FLICKR8K_TOKENS
+        captions_file = root / FLICKR8K_TEXT / FLICKR8K_TOKENS
     files = [Path(f) for f in captions_file] if isinstance(captions_file, (list, tuple)) else [Path(captions_file)]
     if not files:
         raise CorpusError("no captions file given")
@@ -324,27 +378,16 @@ def load_corpus(
     captions = _keep_existing_images(raw, image_dir)
 
     if split_files is None and embedded:
-        splits = {name: [n for n in images if n in captions] for name, images in embedded.items()}
-        for name, images in embedded.items():
-            if len(splits[name]) < len(images):
-                log.warning("%s split: %d image(s) have no captions or no file, skipped",
-                            name, len(images) - len(splits[name]))
-        return Corpus(image_dir=image_dir, captions=captions, splits=splits)
-    if split_files is None and embedded is not None:
-        split_files = {}  # a JSON corpus without a split of its own: 80/10/10, not Flickr8k's split files
-    if split_files is None:
-        split_files = {name: text_dir / fname for name, fname in FLICKR8K_SPLITS.items()}
-        if not all(Path(p).is_file() for p in split_files.values()):
-            split_files = {}
-    splits = {}
-    for name, path in split_files.items():
-        names = read_split_file(path)
-        missing = [n for n in names if n not in captions]
-        if missing:
-            log.warning("%s split: %d image(s) have no captions or no file, skipped", name, len(missing))
-        splits[name] = [n for n in names if n in captions]
-    if not splits:
-        splits = _default_splits(list(captions))
+        source = files[0].name if len(files) == 1 else "the captions files"
+        listed = {name: (images, source) for name, images in embedded.items()}
+    else:
+        if split_files is None:  # a JSON corpus without a split of its own: 80/10/10, never Flickr8k's split files
+            split_files = _flickr8k_split_files(files[0]) if embedded is None else {}
+        listed = {name: (read_split_file(path), path) for name, path in split_files.items()}
+    if not listed:
+        return Corpus(image_dir=image_dir, captions=captions, splits=_default_splits(list(captions), image_dir))
+    splits = {name: _split_images(name, images, source, captions, image_dir)
+              for name, (images, source) in listed.items()}
     return Corpus(image_dir=image_dir, captions=captions, splits=splits)
 
 
@@ -353,7 +396,7 @@ def _read_captions(files: list[Path], image_dir: Path,
     """(raw captions per image, the split the files themselves give: None for the text formats,
     which have none, possibly empty for the JSON formats)."""
     if len(files) == 1 and files[0].is_file() and not _looks_like_json(files[0]):
-        return (read_csv_captions if files[0].suffix.lower() == ".csv" else read_token_file)(files[0]), None
+        return (read_csv_captions if _text_format(files[0]) == "csv" else read_token_file)(files[0]), None
     datas = []
     for path in files:
         if not path.is_file():

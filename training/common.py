@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning.corpus import Corpus, load_corpus
+from captioning.corpus import Corpus, CorpusError, load_corpus
 from captioning.encoders import DEFAULT_ENCODER, ENCODERS, ImageEncoder
 from captioning.features import default_cache_path, default_shard_folder, extract_features, extract_shards
 from captioning.shards import DEFAULT_SHARD_SIZE, ShardedFeatures
@@ -91,7 +91,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                             "file's split from its name)")
     group.add_argument("--images", help="image folder instead of <data>/Flicker8k_Dataset")
     group.add_argument("--split-files", nargs=3, metavar=("TRAIN", "DEV", "TEST"),
-                       help="image lists for the three splits (default: Flickr8k's, or 80/10/10 by name)")
+                       help="image lists for the three splits (default: the captions file's own split, "
+                            "Flickr8k's split files when they sit beside it, else 80/10/10 by name)")
     group.add_argument("--encoder", default=DEFAULT_ENCODER, choices=sorted(ENCODERS),
                        help="image encoder (default: %(default)s; the others download ImageNet weights)")
     group.add_argument("--cache-dir", default="cache", action=_CacheDirAction,
@@ -105,9 +106,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def corpus_from_args(args) -> Corpus:
+    """The corpus the data arguments name; a missing or malformed corpus (an empty split ...) ends the
+    command with the corpus error's one line."""
     splits = dict(zip(("train", "dev", "test"), args.split_files)) if args.split_files else None
     captions = getattr(args.captions, "files", args.captions)
-    return load_corpus(args.data, captions_file=captions, image_dir=args.images, split_files=splits)
+    try:
+        return load_corpus(args.data, captions_file=captions, image_dir=args.images, split_files=splits)
+    except CorpusError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def shard_folder(cache_dir: str | Path, encoder: ImageEncoder, images: list[str]) -> Path | None:
