@@ -1,7 +1,8 @@
 """A trained model on disk: one self-describing folder, no pickle, no code.
 
     weights/<name>/
-        config.json          format version, encoder, decoder sizes, embedding, training settings, data
+        config.json          format version, encoder, decoder sizes, embedding, training settings, data,
+                             the weights file's SHA-256
         vocab.json           the vocabulary, in id order
         decoder.weights.h5   Keras weights; the architecture is rebuilt from config.json
         metrics.json         test-set scores (written by training.evaluate)
@@ -33,6 +34,7 @@ one first.  The rules that make this safe with several processes at once:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -88,6 +90,10 @@ DECODER_SIZE_CAPS = {"vocab_size": MAX_VOCAB_SIZE, "feature_dim": MAX_FEATURE_DI
                      "embedding_dim": MAX_EMBEDDING_DIM, "units": MAX_UNITS}
 # Optional config.json sections the demo reads with .get(): when present they must be objects.
 CONFIG_SECTIONS = ("embedding", "vocab", "training", "data")
+# config.json's record of the weights file's SHA-256 (hex): a file changed by a bad disk, a partial
+# copy or an edit fails to load instead of captioning with damaged weights whose shapes still fit.
+# Bundles written before it have none and load without the check.
+WEIGHTS_DIGEST = "weights_sha256"
 
 
 class BundleError(ValueError):
@@ -214,6 +220,9 @@ def _check_descriptive_fields(config: dict, path: Path) -> None:
     _whole_number(config["max_length"], path, "max_length", MAX_CAPTION_LENGTH)
     if not isinstance(config.get("name", ""), str):
         raise BundleError(f"{path}: name must be a string, not {_short(config['name'])}")
+    digest = config.get(WEIGHTS_DIGEST, "0" * 64)
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise BundleError(f"{path}: {WEIGHTS_DIGEST} must be 64 hex digits, not {_short(digest)}")
     for section in CONFIG_SECTIONS:
         if not isinstance(config.get(section, {}), dict):
             raise BundleError(f"{path}: '{section}' must be a JSON object, not {_short(config[section])}")
@@ -279,9 +288,24 @@ def _weights_file_shapes(weights_path: Path) -> list[tuple]:
             if "layers" not in f:
                 raise BundleError(f"{weights_path}: not a Keras weights file (no 'layers' group)")
             f["layers"].visititems(lambda _, obj: shapes.append(obj.shape) if isinstance(obj, h5py.Dataset) else None)
-    except OSError as exc:
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:  # HDF5's own errors for a damaged file
         raise BundleError(f"{weights_path}: unreadable, truncated or not HDF5 ({exc})") from None
     return shapes
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_weights_digest(weights_path: Path, config: dict) -> None:
+    expected = config.get(WEIGHTS_DIGEST)
+    if expected is not None and file_sha256(weights_path) != expected:
+        raise BundleError(f"{weights_path}: not the file {CONFIG_FILE} records ({WEIGHTS_DIGEST} differs): "
+                          f"truncated, corrupt, or changed after training")
 
 
 def _check_weight_shapes(weights_path: Path, decoder: DecoderConfig) -> None:
@@ -300,6 +324,7 @@ def check_bundle_files(path: Path) -> tuple[dict, DecoderConfig, Vocabulary]:
     config, decoder = read_config(path / CONFIG_FILE)
     vocab = read_vocab(path / VOCAB_FILE, decoder.vocab_size)
     _check_weight_shapes(path / WEIGHTS_FILE, decoder)
+    _check_weights_digest(path / WEIGHTS_FILE, config)
     return config, decoder, vocab
 
 
@@ -328,7 +353,7 @@ def load_bundle(path: str | Path) -> Bundle:
     model = build_decoder(decoder_config)
     try:
         model.load_weights(weights_path)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]  # Keras appends tensor dumps
         raise BundleError(f"{weights_path}: cannot be loaded into the decoder described by {CONFIG_FILE} "
                           f"(truncated, corrupt, or sizes that do not match): {reason}") from None
@@ -350,13 +375,13 @@ def save_bundle(path: str | Path, model: keras.Model, vocab: Vocabulary, config:
     """Write a bundle into ``path`` (created; existing files replaced)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    config = {"format_version": FORMAT_VERSION, **config}
-    write_json(path / CONFIG_FILE, config)
-    vocab.to_json(path / VOCAB_FILE)
     # A fresh, uncompiled copy: the file then holds the decoder's weights only, no optimizer state.
     inference_model = build_decoder(DecoderConfig(**config["decoder"]))
     inference_model.set_weights(model.get_weights())
     inference_model.save_weights(path / WEIGHTS_FILE)
+    config = {"format_version": FORMAT_VERSION, **config, WEIGHTS_DIGEST: file_sha256(path / WEIGHTS_FILE)}
+    write_json(path / CONFIG_FILE, config)
+    vocab.to_json(path / VOCAB_FILE)
     if history:
         write_json(path / HISTORY_FILE, history)
     if metrics:

@@ -99,13 +99,14 @@ class Captioner:
         one built from the familiarity reference and ``<path>/../neighbour_captions.json`` when
         both exist (:class:`~captioning.consensus.ConsensusError` if that file cannot be read)."""
         bundle = load_bundle(path)
+        beside = Path(path).absolute().parent  # the folder holding the bundles ("." names one too)
         if familiarity is None:
-            default = Path(path).parent / FAMILIARITY_FILE
+            default = beside / FAMILIARITY_FILE
             familiarity = Familiarity.load(default) if default.is_file() else False
         elif isinstance(familiarity, (str, Path)):
             familiarity = Familiarity.load(familiarity)
         if consensus is None:
-            captions = Path(path).parent / NEIGHBOUR_CAPTIONS_FILE
+            captions = beside / NEIGHBOUR_CAPTIONS_FILE
             consensus = Consensus(familiarity, NeighbourCaptions.load(captions)) if familiarity and captions.is_file() \
                 else False
         return cls(bundle, encoder or load_encoder(bundle.config["encoder"]), familiarity or None, consensus or None)
@@ -169,7 +170,7 @@ class Captioner:
                 threshold = concept_threshold(familiarity)
             result = self._guided(features, class_probs, beam_width, max_length, threshold, margin, searched)
             result.familiarity, result.threshold = familiarity, threshold
-        elif method == "greedy" or beam_width == 1:
+        elif method == "greedy":
             result = self._result(self.decoder.greedy(features.reshape(1, -1), max_length)[0])
         else:
             searched = {} if searched is None else searched

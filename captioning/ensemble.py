@@ -140,6 +140,8 @@ class Ensemble(Captioner):
                 raise EnsembleError(f"cannot ensemble models with different image encoders: {other.name} uses "
                                     f"{other.encoder.name}, {first.name} uses {first.encoder.name}")
         names = [c.name for c in captioners]
+        if len(set(names)) < len(names):  # two bundles of one variant: their messages name their folders
+            names = [str(c.bundle.path) if c.bundle is not None else c.name for c in captioners]
         self.members = captioners
         self.bundle = None  # no bundle of its own
         self.encoder = first.encoder

@@ -79,8 +79,12 @@ def _from_array(array: np.ndarray) -> Image.Image:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise ImageError(f"expected an array of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
-    if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating) and array.size and float(np.nanmax(array)) <= 1.0:
+    if array.dtype == np.bool_:  # a mask: True is white
+        array = array.astype(np.uint8) * 255
+    elif array.dtype != np.uint8:
+        if array.dtype == np.uint16:  # 16-bit, as PIL's I;16 images are scaled (to_rgb)
+            array = array / 257.0
+        elif np.issubdtype(array.dtype, np.floating) and array.size and float(np.nanmax(array)) <= 1.0:
             array = array * 255.0
         array = np.clip(np.nan_to_num(array), 0, 255).astype(np.uint8)
     return Image.fromarray(array)
@@ -94,10 +98,15 @@ def _check_size(size: tuple[int, int]) -> None:
         raise ImageError(f"the image is too small ({width}x{height}); it needs at least {MIN_SIDE} pixels a side")
 
 
+PREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}  # modes with premultiplied alpha -> the same with plain alpha
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB, flattening transparency onto white."""
     if image.mode == "RGB":
         return image
+    if image.mode in PREMULTIPLIED:  # Pillow converts these only to their plain-alpha twins
+        image = image.convert(PREMULTIPLIED[image.mode])
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.nan_to_num(np.asarray(image, dtype=np.float64))
         brightest = float(array.max()) if array.size else 0.0

@@ -53,6 +53,21 @@ def _config(edit):
     return lambda bundle: _edit_json(bundle / CONFIG_FILE, edit)
 
 
+def _negate_a_weight_array(bundle: Path) -> None:
+    """Change weights the way a bad disk or an edit would: the file stays valid HDF5 with the same shapes."""
+    with h5py.File(bundle / WEIGHTS_FILE, "r+") as f:
+        arrays = []
+        f["layers"].visititems(lambda _, obj: arrays.append(obj) if isinstance(obj, h5py.Dataset) else None)
+        biggest = max(arrays, key=lambda a: a.size)
+        biggest[...] = -biggest[...]
+
+
+def _zero_the_tail(bundle: Path) -> None:
+    path = bundle / WEIGHTS_FILE
+    data = path.read_bytes()
+    path.write_bytes(data[:-4000] + b"\0" * 4000)
+
+
 # name -> (breakage, file the message must name, regex for the problem it must state)
 BREAKAGES = {
     "missing vocab.json": (_unlink(VOCAB_FILE), VOCAB_FILE, r"missing"),
@@ -83,6 +98,9 @@ BREAKAGES = {
     "vocab without special tokens": (lambda b: _edit_json(b / VOCAB_FILE, lambda v: v["words"].pop(0)),
                                      VOCAB_FILE, r"must start with"),
     "metrics not JSON": (_write("metrics.json", "{oops"), "metrics.json", r"not valid JSON"),
+    "weights changed, shapes kept": (_negate_a_weight_array, WEIGHTS_FILE, r"corrupt.*changed"),
+    "weights tail zeroed": (_zero_the_tail, WEIGHTS_FILE, r"truncated|corrupt"),
+    "digest not hex": (_config(lambda c: c.update(weights_sha256="abc")), CONFIG_FILE, r"64 hex digits"),
 }
 
 
@@ -96,6 +114,11 @@ def test_broken_bundle_names_the_file_and_the_problem(tiny_bundle_copy, name):
     message = str(info.value)
     assert message.startswith(str(tiny_bundle_copy / file_name) + ":"), message
     assert re.search(problem, message, re.IGNORECASE | re.DOTALL), message
+
+
+def test_bundles_written_before_the_digest_still_load(tiny_bundle_copy):
+    _config(lambda c: c.pop("weights_sha256"))(tiny_bundle_copy)
+    assert load_bundle(tiny_bundle_copy).config.get("weights_sha256") is None
 
 
 def test_missing_folder(tmp_path):

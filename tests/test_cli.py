@@ -333,3 +333,42 @@ def test_models_with_different_vocabularies_exit_2(model, good_images, capsys):
     assert captured.out == ""
     (line,) = error_lines(captured.err)
     assert "different vocabularies" in line and str(model) in line, line
+    # two bundles of one variant: the message tells them apart by folder, not "learned differs from learned"
+    assert main(["caption", "--model", str(model.parent / "learned"), "--model", str(committed), good_images[0]]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert f"{committed} differs from {model.parent / 'learned'}" in line, line
+
+
+def test_a_beam_of_one_lists_its_caption(capsys):
+    """Beam and consensus of width 1 give an n-best list of one (greedy search's caption, which a
+    beam of one finds), as guided decoding does; not an empty list."""
+    from captioning.__main__ import main
+
+    committed = ROOT / "weights" / "learned"
+    if not (committed / "decoder.weights.h5").is_file():
+        pytest.skip("no committed weights")
+    photo = "demo/examples/motorcycle.jpg"
+    assert main(["caption", "--model", str(committed), str(ROOT / photo)]) == 0
+    greedy = json.loads(capsys.readouterr().out)["caption"]
+    for method in ("beam", "consensus"):
+        assert main(["caption", "--model", str(committed), "--method", method, "--beam-width", "1",
+                     str(ROOT / photo)]) == 0
+        line = json.loads(capsys.readouterr().out)
+        assert line["caption"] == greedy and [c[0] for c in line["candidates"]] == [greedy], (method, line)
+        if method == "consensus":
+            assert len(line["consensus"]) == 1
+
+
+def test_model_given_as_dot_finds_the_references_beside_it(monkeypatch, capsys):
+    """`--model .` inside a bundle folder: the familiarity and consensus references one folder up
+    are found, as with `--model ../learned`."""
+    from captioning.__main__ import main
+
+    committed = ROOT / "weights" / "learned"
+    if not (committed / "decoder.weights.h5").is_file():
+        pytest.skip("no committed weights")
+    monkeypatch.chdir(committed)
+    assert main(["caption", "--model", ".", "--method", "consensus", str(ROOT / "demo/examples/motorcycle.jpg")]) == 0
+    assert len(json.loads(capsys.readouterr().out)["consensus"]) == 3
+    assert main(["caption", "--model", ".", "--method", "guided", str(ROOT / "demo/examples/chelsea_cat.jpg")]) == 0
+    assert json.loads(capsys.readouterr().out)["familiarity"] is not None

@@ -138,6 +138,18 @@ def test_arrays_of_any_common_kind(cases):
     assert _diff(load_image(rgba), upright) < 1
     gray = load_image(rgb.mean(axis=-1).astype(np.uint8))
     assert gray.mode == "RGB" and gray.size == (224, 224)
+    assert _diff(load_image(rgb.astype(np.uint16) * 257), upright) < 1  # 16 bits, scaled as I;16 images are
+    mask = load_image(rgb.mean(axis=-1) > 127)  # a boolean mask: black and white, not black and almost black
+    assert _pixels(mask).max() == 255 and 0.2 < (_pixels(mask) > 127).mean() < 0.8
+
+
+def test_premultiplied_alpha_modes_become_rgb(cases):
+    """Pillow's La and RGBa (premultiplied alpha) convert to RGB only through LA and RGBA."""
+    with Image.open(cases["upright.jpg"][0]) as photo:
+        upright = photo.convert("RGB")
+    for plain, mode in (("LA", "La"), ("RGBA", "RGBa")):
+        image = load_image(upright.convert(plain).convert(mode))
+        assert image.mode == "RGB" and image.size == (224, 224) and _pixels(image).std() > 5, mode
 
 
 def test_exif_orientation_is_applied(cases):
