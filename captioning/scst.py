@@ -26,11 +26,14 @@ of the policy that produced the samples.
 Checkpoint folder layout (as in :mod:`captioning.training`; written atomically):
     last.weights.h5    weights after the latest finished epoch
     best.weights.h5    weights with the best dev CIDEr-D so far (the epoch-0 weights count too)
-    state.json         epochs done, dev CIDEr-D per epoch, the best epoch, mean reward per epoch
+    state.json         epochs done, dev CIDEr-D per epoch, the best epoch, mean reward per epoch, and
+                       what the checkpoint is of (:func:`checkpoint_identity`): it is resumed only
+                       by the same fine-tuning of the same starting model
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -271,13 +274,61 @@ def dev_cider(model: keras.Model, vocab: Vocabulary, dev: ScstData, max_length: 
     return float(np.mean(dev.reward(dev.images, captions, [True] * len(captions))))
 
 
+def weights_digest(model: keras.Model) -> str:
+    """A digest of the model's weights, shapes included: which starting (stage-1) model a fine-tuning
+    began from.  Stage 1 ends by loading its best checkpoint, so a rerun that resumes the same
+    stage 1 gets the same digest, and one that retrained it (other settings) does not."""
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(repr(weights.shape).encode())
+        digest.update(np.ascontiguousarray(weights).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _data_digest(vocab: Vocabulary, train: ScstData, dev: ScstData) -> str:
+    """A digest of the vocabulary and the training and dev images fine-tuned and scored on."""
+    return hashlib.sha256(json.dumps([vocab.words, train.images, dev.images]).encode()).hexdigest()[:16]
+
+
+# What a checkpoint's identity records, as the warning names it when it differs.
+IDENTITY_LABELS = {"settings": "SCST settings", "start_weights": "starting (stage-1) weights",
+                   "decoder": "decoder config", "data": "vocabulary or images"}
+
+
+def checkpoint_identity(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstData,
+                        settings: ScstSettings, decoder: Mapping | None) -> dict:
+    """What an SCST checkpoint must match to be resumed: the settings, the starting weights (taken
+    before any checkpoint is loaded), the decoder's config and the data."""
+    return {"settings": settings.to_dict(), "start_weights": weights_digest(model),
+            "decoder": dict(decoder) if decoder is not None else None, "data": _data_digest(vocab, train, dev)}
+
+
+def _resumable(state: dict | None, identity: dict, checkpoint_dir: Path) -> dict | None:
+    """``state`` if its checkpoint is of this very fine-tuning, else None, with a warning saying why
+    (a checkpoint from before the identity was recorded cannot show its starting model: not resumed)."""
+    if state is None:
+        return None
+    if "start_weights" not in state:
+        log.warning("%s holds an SCST checkpoint that does not record its starting model; starting stage 2 afresh",
+                    checkpoint_dir)
+        return None
+    differ = [label for key, label in IDENTITY_LABELS.items() if state.get(key) != identity[key]]
+    if differ:
+        log.warning("%s holds an SCST checkpoint of other %s; starting stage 2 afresh", checkpoint_dir,
+                    ", ".join(differ))
+        return None
+    return state
+
+
 def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstData, max_length: int,
               settings: ScstSettings, checkpoint_dir: str | Path,
-              keep_epochs: str | Path | None = None) -> tuple[keras.Model, dict]:
+              keep_epochs: str | Path | None = None, decoder: Mapping | None = None) -> tuple[keras.Model, dict]:
     """SCST from the model's current (cross-entropy) weights; resumes a checkpoint in
-    ``checkpoint_dir``.  Returns the model holding the best weights by dev CIDEr-D (possibly the
-    starting ones: epoch 0) and the history ``{"dev_cider": [epoch 0, 1, ...], "mean_reward": [...],
-    "epoch_seconds": [...], "best_epoch": n}``.  With ``keep_epochs``, every epoch's weights are
+    ``checkpoint_dir`` only when it fine-tuned the same starting weights with the same settings,
+    ``decoder`` config (the model's :class:`captioning.model.DecoderConfig` as a dict) and data; any
+    other checkpoint there is discarded.  Returns the model holding the best weights by dev CIDEr-D
+    (possibly the starting ones: epoch 0) and the history ``{"dev_cider": [epoch 0, 1, ...],
+    "mean_reward": [...], "epoch_seconds": [...], "best_epoch": n}``.  With ``keep_epochs``, every epoch's weights are
     also copied there as ``epoch<n>.weights.h5`` (``tools.average_epochs`` reads them)."""
     if settings.cross_entropy_weight > 0 and train.references is None:
         raise ValueError("a cross-entropy weight needs the training images' reference captions (ScstData.references)")
@@ -286,15 +337,15 @@ def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstD
     if keep_epochs is not None:
         Path(keep_epochs).mkdir(parents=True, exist_ok=True)
     last, best, state_file = (checkpoint_dir / n for n in ("last.weights.h5", "best.weights.h5", "state.json"))
+    identity = checkpoint_identity(model, vocab, train, dev, settings, decoder)
     state = json.loads(state_file.read_text()) if state_file.is_file() and last.is_file() else None
-    if state is not None and state.get("settings") != settings.to_dict():
-        log.warning("%s holds an SCST checkpoint with other settings; starting afresh", checkpoint_dir)
-        state = None
+    state = _resumable(state, identity, checkpoint_dir)
     if state is not None:
         model.load_weights(last)
         log.info("SCST: resuming after epoch %d (best dev CIDEr-D %.4f)", state["epoch"], max(state["dev_cider"]))
     else:
-        state = {"settings": settings.to_dict(), "epoch": 0, "best_epoch": 0, "mean_reward": [], "epoch_seconds": [],
+        _discard_checkpoint(checkpoint_dir, keep_epochs)
+        state = {**identity, "epoch": 0, "best_epoch": 0, "mean_reward": [], "epoch_seconds": [],
                  "dev_cider": [dev_cider(model, vocab, dev, max_length, settings.select_beam_width)]}
         save_atomic(model.save_weights, best)
         log.info("SCST: dev CIDEr-D %.4f before fine-tuning", state["dev_cider"][0])
@@ -346,3 +397,12 @@ def fine_tune(model: keras.Model, vocab: Vocabulary, train: ScstData, dev: ScstD
 
     model.load_weights(best)
     return model, {key: state[key] for key in ("dev_cider", "mean_reward", "epoch_seconds", "best_epoch")}
+
+
+def _discard_checkpoint(checkpoint_dir: Path, keep_epochs: str | Path | None) -> None:
+    """Before starting afresh: remove another fine-tuning's checkpoint and kept epochs, so that a run
+    killed in its first epoch leaves nothing of the other one to resume, nor to average with its own."""
+    for name in ("state.json", "last.weights.h5", "best.weights.h5"):
+        (checkpoint_dir / name).unlink(missing_ok=True)
+    for kept in Path(keep_epochs).glob("epoch*.weights.h5") if keep_epochs is not None else []:
+        kept.unlink()

@@ -263,3 +263,79 @@ def test_a_later_fine_tuning_run_is_added_to_the_summary(tmp_path):
     assert line.startswith("Training run (training_summary.json)")
     assert line.endswith("Then fine-tuned (fine_tuning_summary.json, --from-bundles weights): learned: SCST 1500 s "
                          "(8 epochs), evaluation 90 s (evaluation scores both stages); 30.0 min in all.")
+
+
+# -- the diversity table: bundles of any corpus, the human row over the images the bundles captioned -----------
+CAPTIONS = ["a dog runs on the grass", "a brown dog runs", "the dog runs on grass", "a dog on the grass",
+            "dog runs outside", "a man rides a red bike", "a man on a bike", "the man rides a bike",
+            "a man rides", "man on a bike in the street"]
+
+
+def _coco_corpus(folder: Path) -> list[str]:
+    """COCO caption files (train2017: 4 images, val2017: 4, halved into dev and test) and their
+    (empty) image files under ``folder``; returns the report's corpus options for them."""
+    for split, names in (("train2017", ["t1.jpg", "t2.jpg", "t3.jpg", "t4.jpg"]),
+                         ("val2017", ["v1.jpg", "v2.jpg", "v3.jpg", "v4.jpg"])):
+        (folder / "images" / split).mkdir(parents=True)
+        images, annotations = [], []
+        for number, name in enumerate(names):
+            (folder / "images" / split / name).write_bytes(b"x")
+            images.append({"id": number, "file_name": name})
+            first = 5 * (number % 2)  # dogs and men by turns
+            annotations += [{"id": len(annotations), "image_id": number, "caption": caption}
+                            for caption in CAPTIONS[first:first + 5]]
+        (folder / f"captions_{split}.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    return ["--captions", str(folder / "captions_train2017.json"), str(folder / "captions_val2017.json"),
+            "--images", str(folder / "images")]
+
+
+def _captioned(weights: Path, images: list[str]) -> Path:
+    """A learned bundle's files, as training.train writes them, that captioned ``images``."""
+    bundle = weights / "learned"
+    bundle.mkdir(parents=True)
+    (bundle / "metrics.json").write_text(json.dumps({**_metrics(staged=False), "images": len(images)}))
+    words = sorted({w for c in CAPTIONS for w in c.split()})
+    (bundle / "vocab.json").write_text(json.dumps({"words": ["<pad>", "<unk>", "<start>", "<end>", *words]}))
+    (bundle / "samples.json").write_text(json.dumps({"greedy": {image: "a dog runs on the grass" for image in images}}))
+    return weights
+
+
+def test_report_reads_bundles_of_another_corpus(flickr8k, tmp_path, capsys):
+    """Bundles trained on COCO caption files: with Flickr8k (the default corpus) the report says in
+    one line that their images are not in it and leaves the diversity table out; given the corpus
+    options they were trained with, it prints the table."""
+    corpus_options = _coco_corpus(tmp_path / "coco")
+    weights = _captioned(tmp_path / "weights", ["val2017/v3.jpg", "val2017/v4.jpg"])
+
+    assert report.main(["--weights", str(weights), "--data", str(flickr8k)]) == 0
+    out = capsys.readouterr().out
+    assert ("\nNo diversity table: 2 of the 2 images the bundles captioned (such as val2017/v3.jpg) are not in this "
+            "corpus's test split; give the corpus options they were trained with (--data, --captions, --images)\n"
+            in out)
+    assert "| learned | cross-entropy | greedy |" in out  # the other tables are there
+
+    assert report.main(["--weights", str(weights), *corpus_options]) == 0
+    out = capsys.readouterr().out
+    assert "No diversity table" not in out
+    assert "| learned | greedy | 6 |" in out and "| human (reference 1) | — |" in out  # 6 words in its captions
+
+    assert report.main(["--weights", str(weights), "--data", str(tmp_path / "nowhere")]) == 0  # no corpus at all
+    assert "\nNo diversity or significance table: captions file not found: " in capsys.readouterr().out
+
+
+def test_the_human_row_covers_the_images_the_bundles_captioned(tmp_path):
+    """A run with --limit-images captions the first N test images: the human ceiling is scored on
+    those, not on the whole test split."""
+    from captioning.corpus import load_corpus
+    from captioning.diversity import diversity, held_out_references
+
+    options = _coco_corpus(tmp_path / "coco")
+    corpus = load_corpus(tmp_path / "coco", captions_file=options[1:3], image_dir=options[4])
+    first = corpus.split("test")[:1]
+    assert len(corpus.split("test")) == 2 and first  # the other test image has other captions
+    weights = _captioned(tmp_path / "weights", first)
+    held, others = held_out_references(corpus.captions_of(first), 0)
+    vocabulary = sorted({w for c in CAPTIONS for w in c.split()})
+    human = diversity(held, others, corpus.split_captions("train"), vocabulary)
+    expected = report._diversity_row("human (reference 1)", "—", {**human, "loc": None}, human["loc"])
+    assert report.diversity_table(weights, corpus).splitlines()[-1] == expected

@@ -5,6 +5,8 @@ model raises the reward of its own captions."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -15,7 +17,7 @@ from conftest import TINY_IMAGES_PER_SPLIT
 
 from captioning.decoding import StepDecoder
 from captioning.model import DecoderConfig, build_decoder
-from captioning.scst import (CiderDReward, ScstData, ScstSettings, fine_tune, leave_one_out_advantages,
+from captioning.scst import (CiderDReward, ScstData, ScstSettings, dev_cider, fine_tune, leave_one_out_advantages,
                              by_length, make_policy_gradient_step, reference_arrays, sample_captions,
                              teacher_forcing_arrays)
 from captioning.text import END
@@ -298,10 +300,86 @@ def test_fine_tuning_resumes_after_an_interruption(toy_corpus, tmp_path, monkeyp
     epochs_run = []
     monkeypatch.setattr(scst, "leave_one_out_advantages",
                         lambda r: (epochs_run.append(1), leave_one_out_advantages(r))[1])
-    vocab, model = _tiny(words, seed=5)  # a fresh model: the checkpoint's weights are loaded into it
+    vocab, model = _tiny(words)  # the same starting model, rebuilt: the checkpoint's weights are loaded into it
     _, history = fine_tune(model, vocab, data, data, 7, settings, tmp_path)
     assert len(history["mean_reward"]) == 3 and len(history["dev_cider"]) == 4
     assert len(epochs_run) == 2 * 3  # epochs 2 and 3 only, three minibatches each
+
+
+DECODER = {"vocab_size": 99, "feature_dim": 6, "embedding_dim": 8, "units": 16, "dropout": 0.5,
+           "embedding_trainable": True}
+IDENTITY_KEYS = ("start_weights", "decoder", "data")  # what the old code's state.json lacked
+TWO_EPOCHS = ScstSettings(epochs=2, images_per_batch=4, learning_rate=1e-2, cross_entropy_weight=0.0)
+
+
+@pytest.fixture(scope="module")
+def interrupted(toy_corpus, tmp_path_factory):
+    """(checkpoint folder, kept-epochs folder) of a fine-tuning of ``_tiny(words)`` with ``DECODER``,
+    killed right after epoch 1's checkpoint was written; copy them before use."""
+    import captioning.scst as scst
+
+    images, features, references, words = toy_corpus
+    data = ScstData(images, features, CiderDReward(references))
+    folder = tmp_path_factory.mktemp("interrupted")
+    real_write_json = scst.write_json
+
+    def write_then_die(path, state):
+        real_write_json(path, state)
+        raise KeyboardInterrupt
+
+    vocab, model = _tiny(words)
+    scst.write_json = write_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fine_tune(model, vocab, data, data, 7, TWO_EPOCHS, folder / "run", decoder=DECODER,
+                      keep_epochs=folder / "kept")
+    finally:
+        scst.write_json = real_write_json
+    assert json.loads((folder / "run" / "state.json").read_text())["epoch"] == 1
+    return folder / "run", folder / "kept"
+
+
+@pytest.mark.parametrize("seed, decoder, old_checkpoint, why", [
+    (5, DECODER, False, "other starting (stage-1) weights; starting stage 2 afresh"),  # stage 1 retrained
+    (0, {**DECODER, "dropout": 0.3}, False, "other decoder config; starting stage 2 afresh"),  # same weights
+    (0, DECODER, True, "does not record its starting model; starting stage 2 afresh"),  # written before the check
+])
+def test_a_checkpoint_of_another_starting_model_is_not_resumed(toy_corpus, interrupted, tmp_path, caplog,
+                                                               seed, decoder, old_checkpoint, why):
+    """An SCST checkpoint left by a killed run is resumed only by the fine-tuning of the very same
+    stage-1 model: after stage 1 was trained anew (other weights) or with another decoder config
+    (dropout changes no weight shape), stage 2 starts from the new weights, saying why, and the
+    other run's kept epochs are gone."""
+    images, features, references, words = toy_corpus
+    data = ScstData(images, features, CiderDReward(references))
+    run, kept = (Path(shutil.copytree(folder, tmp_path / folder.name)) for folder in interrupted)
+    (kept / "epoch5.weights.h5").write_bytes((kept / "epoch1.weights.h5").read_bytes())  # a longer run's
+    if old_checkpoint:
+        state = json.loads((run / "state.json").read_text())
+        (run / "state.json").write_text(json.dumps({k: v for k, v in state.items() if k not in IDENTITY_KEYS}))
+
+    vocab, model = _tiny(words, seed=seed)
+    epoch_0 = dev_cider(model, vocab, data, 7, TWO_EPOCHS.select_beam_width)
+    with caplog.at_level("INFO", logger="captioning.scst"):
+        _, history = fine_tune(model, vocab, data, data, 7, TWO_EPOCHS, run, decoder=decoder, keep_epochs=kept)
+    assert why in caplog.text and "SCST: resuming" not in caplog.text
+    assert len(history["mean_reward"]) == 2 and history["dev_cider"][0] == epoch_0  # both epochs, from these weights
+    assert sorted(p.name for p in kept.iterdir()) == ["epoch1.weights.h5", "epoch2.weights.h5"]
+    state = json.loads((run / "state.json").read_text())
+    assert state["decoder"] == decoder and state["epoch"] == 2
+
+
+def test_the_same_starting_model_resumes(toy_corpus, interrupted, tmp_path, caplog):
+    """Rerun with the same stage-1 weights, decoder config and settings: epoch 2 only."""
+    images, features, references, words = toy_corpus
+    data = ScstData(images, features, CiderDReward(references))
+    run, kept = (Path(shutil.copytree(folder, tmp_path / folder.name)) for folder in interrupted)
+    vocab, model = _tiny(words)  # the same starting model, rebuilt
+    with caplog.at_level("INFO", logger="captioning.scst"):
+        _, history = fine_tune(model, vocab, data, data, 7, TWO_EPOCHS, run, decoder=dict(DECODER), keep_epochs=kept)
+    assert "SCST: resuming after epoch 1" in caplog.text and "afresh" not in caplog.text
+    ours = [r for r in caplog.records if r.name == "captioning.scst"]
+    assert len(history["mean_reward"]) == 2 and len(ours) == 2  # the resume line, epoch 2's line
 
 
 def test_training_runs_both_stages_and_records_them(flickr8k, tmp_path):

@@ -105,13 +105,18 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        metavar="N", help="images per feature shard (default: %(default)s)")
 
 
-def corpus_from_args(args) -> Corpus:
-    """The corpus the data arguments name; a missing or malformed corpus (an empty split ...) ends the
-    command with the corpus error's one line."""
+def load_corpus_from_args(args) -> Corpus:
+    """The corpus the data arguments name; CorpusError if it is missing or malformed (an empty split ...)."""
     splits = dict(zip(("train", "dev", "test"), args.split_files)) if args.split_files else None
     captions = getattr(args.captions, "files", args.captions)
+    return load_corpus(args.data, captions_file=captions, image_dir=args.images, split_files=splits)
+
+
+def corpus_from_args(args) -> Corpus:
+    """:func:`load_corpus_from_args` for a command that cannot go on without it: a corpus error ends
+    the command with its one line."""
     try:
-        return load_corpus(args.data, captions_file=captions, image_dir=args.images, split_files=splits)
+        return load_corpus_from_args(args)
     except CorpusError as error:
         raise SystemExit(f"error: {error}") from None
 

@@ -1,13 +1,17 @@
 """Print the results tables of the trained bundles as Markdown (pasted into the README).
 
     python -m training.report [--weights weights] [--data FLICKR8K]
+    python -m training.report --weights coco-weights --captions captions_train2017.json captions_val2017.json \\
+        --images /data/coco         # bundles of another corpus: the corpus options they were trained with
 
 Reads each bundle's metrics.json (test-set scores of the shipped weights and, for a bundle
 trained in two stages, of each stage) and config.json (training time of each stage), the
 training run's timings from training_summary.json, and, when it exists, the multi-seed results
 of ``python -m training.seeds`` (weights/seed_runs.json: mean ± standard deviation over seeds and
-the comparison of the variants across seeds and test images).  Also draws a bundle's loss curve
-(:func:`plot_loss_curve`, called by training.train).
+the comparison of the variants across seeds and test images).  The diversity and significance
+tables need the corpus's captions (the data options of training.train) and cover the images the
+bundles' samples.json captioned (a run with --limit-images: those only).  Also draws a bundle's
+loss curve (:func:`plot_loss_curve`, called by training.train).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-from captioning.corpus import Corpus, CorpusError, load_corpus
+from captioning.corpus import Corpus, CorpusError
 from captioning.diversity import diversity, held_out_references, mean_local_recall
 from captioning.ensemble import ENSEMBLE_METRICS_FILE, ENSEMBLE_SAMPLES_FILE
 from captioning.seed_runs import (SEED_RUNS_FILE, SETTING_LABELS, STAGE_LABELS, comparison_label, fine_tuned, markdown_table,
@@ -28,7 +33,8 @@ from captioning.vocab import N_SPECIAL
 from captioning.significance import comparison_table
 from tools.measure import cpu_model
 
-from .common import DEFAULT_DATA, FINE_TUNING_SUMMARY_FILE, SUMMARY_FILE, read_training_summary
+from .common import (FINE_TUNING_SUMMARY_FILE, SUMMARY_FILE, add_data_arguments, load_corpus_from_args,
+                     read_training_summary)
 
 SETTINGS = SETTING_LABELS  # decoding setting -> its name in the tables, in table order
 COLUMNS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "NLTK-BLEU-4",
@@ -129,31 +135,49 @@ def _diversity_row(name: str, label: str, d: dict, loc4: float) -> str:
     return f"| {name} | {label} | " + " | ".join(cells) + " |"
 
 
+class SamplesNotInCorpus(ValueError):
+    """The bundles captioned images that the corpus's split does not have: they were trained on another corpus."""
+
+
+def sample_references(corpus: Corpus, split: str, images: Iterable[str]) -> dict[str, list[str]]:
+    """The references of ``images`` (those the bundles captioned), in the split's order; raises
+    :class:`SamplesNotInCorpus` if any is not in the corpus's ``split``."""
+    images = set(images)
+    references = {image: refs for image, refs in corpus.captions_of(corpus.split(split)).items() if image in images}
+    missing = sorted(images.difference(references))
+    if missing:
+        raise SamplesNotInCorpus(
+            f"{len(missing)} of the {len(images)} images the bundles captioned (such as {missing[0]}) are not in this "
+            f"corpus's {split} split; give the corpus options they were trained with (--data, --captions, --images)")
+    return references
+
+
+def _read_samples(weights: Path) -> list[tuple[str, dict]]:
+    """(name, samples.json) of every bundle with captions, then the ensemble's."""
+    sources = [(v, weights / v / "samples.json") for v in VARIANTS] + [("ensemble", weights / ENSEMBLE_SAMPLES_FILE)]
+    return [(name, json.loads(path.read_text())) for name, path in sources if path.is_file()]
+
+
 def diversity_table(weights: Path, corpus: Corpus, split: str = "test") -> str:
     """Diversity and novelty (captioning.diversity) of every generated caption in the bundles'
     samples.json (and the ensemble's), and of one human reference per image (the first, scored
-    against the other four) as the ceiling; "" if there are no samples."""
+    against the others) as the ceiling, over the same images; "" if there are no samples."""
     vocab_path = next((weights / v / "vocab.json" for v in VARIANTS if (weights / v / "vocab.json").is_file()), None)
     if vocab_path is None:
         return ""
     vocabulary = json.loads(vocab_path.read_text())["words"][N_SPECIAL:]  # the learnable vocabulary
-    references = corpus.captions_of(corpus.split(split))
+    rows = [(name, setting, label, samples[setting]) for name, samples in _read_samples(weights)
+            for setting, label in SETTINGS.items() if setting in samples]
+    if not rows:
+        return ""
+    references = sample_references(corpus, split, (image for *_, predictions in rows for image in predictions))
     training = corpus.split_captions("train")
     held, others = held_out_references(references, 0)  # reference 1 vs references 2-5
-    sources = [(v, weights / v / "samples.json") for v in VARIANTS] + [("ensemble", weights / ENSEMBLE_SAMPLES_FILE)]
     lines = ["| captions | decoding | " + " | ".join(DIVERSITY_HEADERS) + " |",
              "|---|---|" + "---|" * len(DIVERSITY_HEADERS)]
-    for name, path in sources:
-        if not path.is_file():
-            continue
-        samples = json.loads(path.read_text())
-        for setting, label in SETTINGS.items():
-            if setting in samples:
-                predictions = samples[setting]
-                d = diversity(predictions, references, training, vocabulary)
-                lines.append(_diversity_row(name, label, d, mean_local_recall(predictions, others)[0]))
-    if len(lines) == 2:
-        return ""
+    for name, setting, label, predictions in rows:
+        d = diversity(predictions, references, training, vocabulary)
+        lines.append(_diversity_row(name, label, d, mean_local_recall(predictions, others)[0]))
     human = diversity(held, others, training, vocabulary)  # its "loc" is against references 2-5: Loc4
     lines.append(_diversity_row("human (reference 1)", "—", {**human, "loc": None}, human["loc"]))
     return "\n".join(lines)
@@ -251,7 +275,7 @@ def plot_loss_curve(history: dict, path: Path, title: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="weights")
-    parser.add_argument("--data", default=DEFAULT_DATA, help="Flickr8k, for the diversity table (default: %(default)s)")
+    add_data_arguments(parser)  # the corpus the bundles were trained on, for its captions; features are not read
     parser.add_argument("--seed-runs", help=f"multi-seed results of training.seeds (default: <weights>/{SEED_RUNS_FILE})")
     args = parser.parse_args(argv)
     weights = Path(args.weights)
@@ -279,8 +303,10 @@ def main(argv=None) -> int:
     if summary:
         print()
         print(summary)
-    print_diversity(weights, args.data, metrics["split"])
-    print_significance(weights, args.data, metrics["split"])
+    corpus = report_corpus(args)
+    if corpus is not None:
+        print_diversity(weights, corpus, metrics["split"])
+        print_significance(weights, corpus, metrics["split"])
     print_seeds(Path(args.seed_runs) if args.seed_runs else weights / SEED_RUNS_FILE)
     return 0
 
@@ -292,25 +318,32 @@ def significance_table(weights: Path, corpus: Corpus, split: str = "test", setti
     fewer than two bundles have those captions."""
     from captioning.significance import image_statistics, pairwise_table, tokenize_references
 
-    samples = {}
-    for variant in VARIANTS:
-        path = weights / variant / "samples.json"
-        if path.is_file() and setting in (s := json.loads(path.read_text())):
-            samples[variant] = s[setting]
+    samples = {name: s[setting] for name, s in _read_samples(weights) if name in VARIANTS and setting in s}
     if len(samples) < 2:
         return ""
-    references = corpus.captions_of(corpus.split(split))
+    # paired over the images every variant captioned (the split, or its first N with --limit-images)
+    references = sample_references(corpus, split, set.intersection(*(set(p) for p in samples.values())))
     ids = list(references)
     tokenized = tokenize_references(references, ids)
     stats = {v: image_statistics({i: p[i] for i in ids}, references, tokenized) for v, p in samples.items()}
     return pairwise_table(stats, resamples=resamples, seed=seed, label=SETTINGS.get(setting, setting))
 
 
-def print_significance(weights: Path, data: str | Path, split: str) -> None:
-    """The significance table, if the corpus is at ``data`` and Java is installed."""
+def report_corpus(args) -> Corpus | None:
+    """The corpus the data options name, or None after one line saying why the tables that need it
+    are left out (the other tables do not)."""
     try:
-        table = significance_table(weights, load_corpus(data), split)
-    except (CorpusError, RuntimeError, KeyError) as exc:
+        return load_corpus_from_args(args)
+    except CorpusError as exc:
+        print(f"\nNo diversity or significance table: {exc}")
+        return None
+
+
+def print_significance(weights: Path, corpus: Corpus, split: str) -> None:
+    """The significance table, if Java is installed and the bundles captioned images of ``corpus``."""
+    try:
+        table = significance_table(weights, corpus, split)
+    except (CorpusError, SamplesNotInCorpus, RuntimeError, KeyError) as exc:
         print(f"\nNo significance table: {exc}")
         return
     if table:
@@ -382,14 +415,14 @@ def print_seeds(path: Path) -> None:
             print(table)
 
 
-def print_diversity(weights: Path, data: str | Path, split: str) -> None:
-    """The diversity table, if the corpus (references and training captions) is at ``data``."""
+def print_diversity(weights: Path, corpus: Corpus, split: str) -> None:
+    """The diversity table, if the bundles captioned images of ``corpus`` (its references and
+    training captions)."""
     try:
-        corpus = load_corpus(data)
-    except CorpusError as exc:
+        table = diversity_table(weights, corpus, split)
+    except (CorpusError, SamplesNotInCorpus) as exc:
         print(f"\nNo diversity table: {exc}")
         return
-    table = diversity_table(weights, corpus, split)
     if table:
         print(f"\nDiversity of the {split} captions (captioning.diversity): TTR over all captions together; "
               "novel: not a training caption; coverage: share of the model vocabulary (words seen 5+ times in training) used; Loc5: share of "

@@ -308,7 +308,8 @@ def fine_tune_decoder(variant: str, run: Shared, trained: Trained) -> dict:
              settings.epochs, settings.learning_rate, settings.cross_entropy_weight)
     _, history = fine_tune(trained.model, run.vocab, scst_data(run, "train"), scst_data(run, "dev"),
                            max_length_for(args.max_words), settings, Path(args.runs) / variant / "scst",
-                           keep_epochs=Path(args.scst_keep_epochs) / variant if args.scst_keep_epochs else None)
+                           keep_epochs=Path(args.scst_keep_epochs) / variant if args.scst_keep_epochs else None,
+                           decoder=trained.decoder.to_dict())
     return {**history, "settings": settings.to_dict()}
 
 
