@@ -81,18 +81,30 @@ def _positive(text: str) -> int:
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The corpus options and the image-feature options (encoder, cache, shards)."""
+    group = add_corpus_arguments(parser)
+    _add_feature_arguments(group)
+
+
+def add_corpus_arguments(parser: argparse.ArgumentParser):
+    """--data, --captions, --images, --split-files: the corpus, for a command that reads its captions
+    only; returns their argument group."""
     group = parser.add_argument_group("data")
     group.add_argument("--data", default=DEFAULT_DATA,
                        help="Flickr8k folder holding Flicker8k_Dataset/ and Flickr8k_text/ (default: %(default)s)")
     group.add_argument("--captions", nargs="+", action=_CaptionFilesAction, metavar="FILE",
                        help="captions file instead of Flickr8k.token.txt: '<image>#<n><TAB>caption' lines, a CSV "
-                            "with image,caption columns, a Karpathy split JSON (dataset_coco.json, ...; brings its "
+                            "with an image,caption header, a Karpathy split JSON (dataset_coco.json, ...; brings its "
                             "split), or COCO caption files (captions_train2017.json captions_val2017.json; each "
                             "file's split from its name)")
     group.add_argument("--images", help="image folder instead of <data>/Flicker8k_Dataset")
     group.add_argument("--split-files", nargs=3, metavar=("TRAIN", "DEV", "TEST"),
                        help="image lists for the three splits (default: the captions file's own split, "
                             "Flickr8k's split files when they sit beside it, else 80/10/10 by name)")
+    return group
+
+
+def _add_feature_arguments(group) -> None:
     group.add_argument("--encoder", default=DEFAULT_ENCODER, choices=sorted(ENCODERS),
                        help="image encoder (default: %(default)s; the others download ImageNet weights)")
     group.add_argument("--cache-dir", default="cache", action=_CacheDirAction,

@@ -33,7 +33,7 @@ from captioning.vocab import N_SPECIAL
 from captioning.significance import comparison_table
 from tools.measure import cpu_model
 
-from .common import (FINE_TUNING_SUMMARY_FILE, SUMMARY_FILE, add_data_arguments, load_corpus_from_args,
+from .common import (FINE_TUNING_SUMMARY_FILE, SUMMARY_FILE, add_corpus_arguments, load_corpus_from_args,
                      read_training_summary)
 
 SETTINGS = SETTING_LABELS  # decoding setting -> its name in the tables, in table order
@@ -275,7 +275,7 @@ def plot_loss_curve(history: dict, path: Path, title: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="weights")
-    add_data_arguments(parser)  # the corpus the bundles were trained on, for its captions; features are not read
+    add_corpus_arguments(parser)  # the corpus the bundles were trained on, for its captions
     parser.add_argument("--seed-runs", help=f"multi-seed results of training.seeds (default: <weights>/{SEED_RUNS_FILE})")
     args = parser.parse_args(argv)
     weights = Path(args.weights)
