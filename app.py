@@ -20,6 +20,10 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Gradio reads GRADIO_SERVER_PORT when it is imported, and a value that is not a number fails there
+# with a traceback: say it in one line first.
+if not os.environ.get("GRADIO_SERVER_PORT", "7860").strip().isdigit():
+    raise SystemExit(f"error: GRADIO_SERVER_PORT must be a port number, not {os.environ['GRADIO_SERVER_PORT']!r}")
 
 import gradio as gr
 from fastapi import FastAPI
@@ -31,7 +35,7 @@ from captioning.settings import DEFAULT_BEAM_WIDTH, MAX_BEAM_WIDTH, METHODS, Set
 from demo import ui
 from demo.admission import Busy
 from demo.api import add_json_api
-from demo.models import LABELS, MODELS, VARIANTS, ModelSet, weights_dir_from_env
+from demo.models import LABELS, MODELS, VARIANTS, ModelSet, WeightsSourceError, weights_dir_from_env
 from demo.uploads import MAX_UPLOAD_BYTES, BodyLimit, UploadedImage
 
 log = logging.getLogger("demo")
@@ -261,7 +265,7 @@ def main() -> None:
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     try:
         application = _default_app()
-    except (FileNotFoundError, BundleError, FamiliarityError) as exc:
+    except (FileNotFoundError, BundleError, FamiliarityError, WeightsSourceError) as exc:
         raise SystemExit(f"error: cannot start the demo: {exc}") from None
     log.info("serving on http://%s:%d", host, port)
     uvicorn.run(application, host=host, port=port, log_level="info")

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from captioning.concepts import top_labels
 from captioning.familiarity import Familiarity, FamiliarityResult
 from captioning.settings import DEFAULT_BEAM_WIDTH, METHODS, SettingsError, parse_settings
 from captioning.ensemble import ENSEMBLE_METRICS_FILE, Ensemble
+from captioning.seed_runs import SEED_RUNS_FILE
 from captioning.variants import ENSEMBLE, LABELS, VARIANTS
 from captioning.vocab import N_SPECIAL
 
@@ -36,6 +38,10 @@ from .admission import Admission
 log = logging.getLogger("demo")
 
 MODELS = (*VARIANTS, ENSEMBLE)  # everything that captions a photo, in the page's and the API's order
+# What the app reads beside the bundle folders: the familiarity and consensus references, the
+# ensemble's scores and the multi-seed results (About tab). A model repository carries the same.
+BESIDE_BUNDLES = (*REFERENCE_FILES, ENSEMBLE_METRICS_FILE, SEED_RUNS_FILE)
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")  # a Hub repository: USER/NAME
 FEATURE_CACHE_SIZE = 32
 
 WEIGHTS_DIR_ENV = "CAPTION_WEIGHTS_DIR"
@@ -106,6 +112,10 @@ class CaptionSet:
         }
 
 
+class WeightsSourceError(ValueError):
+    """The environment names the models' source in a way that cannot work."""
+
+
 def weights_dir_from_env(default: str | Path = "weights") -> Path:
     """The folder holding learned/, fasttext/ and word2vec/.
 
@@ -115,6 +125,8 @@ def weights_dir_from_env(default: str | Path = "weights") -> Path:
     """
     repo = os.environ.get(WEIGHTS_REPO_ENV, "").strip()
     if repo:
+        if not REPO_ID.match(repo):
+            raise WeightsSourceError(f"{WEIGHTS_REPO_ENV} must name a Hub repository as USER/NAME, not {repo!r}")
         return download_weights(repo, revision=os.environ.get(WEIGHTS_REVISION_ENV) or None)
     return Path(os.environ.get(WEIGHTS_DIR_ENV) or default)
 
@@ -123,9 +135,13 @@ def download_weights(repo_id: str, revision: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
 
     log.info("downloading caption models from the Hub repository %s", repo_id)
-    path = snapshot_download(repo_id=repo_id, revision=revision,
-                             allow_patterns=[f"{v}/*" for v in VARIANTS] + [*REFERENCE_FILES, ENSEMBLE_METRICS_FILE])
+    path = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=weights_patterns())
     return Path(path)
+
+
+def weights_patterns(variants=VARIANTS) -> list[str]:
+    """The files of a weights folder that a model repository holds: the bundles and BESIDE_BUNDLES."""
+    return [f"{v}/*" for v in variants] + list(BESIDE_BUNDLES)
 
 
 def check_settings(method, beam_width, max_length, longest: int) -> Settings:

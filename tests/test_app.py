@@ -9,6 +9,7 @@ give a clear message or captions, and the server must answer the next good reque
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -298,7 +299,57 @@ def test_push_to_hub(tmp_path, capsys):
     assert created["repo_id"] == "me/captions" and created["exist_ok"]
     assert uploaded["folder_path"] == str(tmp_path)
     assert sorted(uploaded["allow_patterns"]) == sorted([*(f"{v}/*" for v in VARIANTS), "familiarity.h5",
-                                                         "neighbour_captions.json", "ensemble_metrics.json"])
+                                                         "neighbour_captions.json", "ensemble_metrics.json",
+                                                         "seed_runs.json"])
+
+
+def test_a_model_repo_carries_everything_the_app_reads_beside_the_bundles(monkeypatch, tmp_path):
+    """What push_to_hub --repo uploads from the committed weights/ is what the app downloads, and it
+    holds every file the app reads there (the About tab's seed table came from seed_runs.json, which
+    a model repository lacked)."""
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    from demo.models import weights_dir_from_env
+    from training import push_to_hub
+
+    weights = ROOT / "weights"
+    uploads = []
+    api = type("Api", (), {"create_repo": lambda self, **kw: None,
+                           "upload_folder": lambda self, **kw: uploads.append(kw) or "commit"})()
+    assert push_to_hub.push(weights, "me/captions", api=api) == "commit"
+    files = [p.relative_to(weights).as_posix() for p in weights.rglob("*") if p.is_file()]
+    uploaded = set(filter_repo_objects(files, allow_patterns=uploads[0]["allow_patterns"]))
+    downloads = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kw: downloads.append(kw) or str(tmp_path))
+    monkeypatch.setenv("CAPTION_WEIGHTS_REPO", "me/captions")
+    weights_dir_from_env()
+    assert downloads[0]["allow_patterns"] == uploads[0]["allow_patterns"]
+    read_by_the_app = {"familiarity.h5", "neighbour_captions.json", "ensemble_metrics.json", "seed_runs.json",
+                       *(f"{v}/{name}" for v in VARIANTS for name in push_to_hub.REQUIRED_FILES)}
+    assert read_by_the_app <= uploaded, read_by_the_app - uploaded
+
+
+def test_a_malformed_weights_repo_is_one_line(monkeypatch):
+    from demo.models import WeightsSourceError, weights_dir_from_env
+
+    monkeypatch.setenv("CAPTION_WEIGHTS_REPO", "not a repo")
+    with pytest.raises(WeightsSourceError, match="USER/NAME"):
+        weights_dir_from_env()
+
+
+@pytest.mark.parametrize("environment, message", [
+    ({"GRADIO_SERVER_PORT": "abc"}, "GRADIO_SERVER_PORT must be a port number"),
+    ({"CAPTION_WEIGHTS_REPO": "not a repo"}, "CAPTION_WEIGHTS_REPO must name a Hub repository"),
+])
+def test_bad_environment_stops_the_app_in_one_line(environment, message):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **environment}
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
 
 
 def test_importing_app_loads_no_models():

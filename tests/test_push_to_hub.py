@@ -103,6 +103,8 @@ def test_deploy_creates_a_gradio_space_and_uploads_every_file_in_one_commit(proj
     ("# no front matter\n", "'sdk: gradio'"),
     (SPACE_README.replace("sdk: gradio", "sdk: docker"), "'sdk: gradio' (it says 'docker')"),
     (SPACE_README.replace("app_file: app.py", "app_file: main.py"), "'app_file: app.py'"),
+    (SPACE_README.replace("app_file: app.py", "app_file: app.py\nshort_description: side by side: three"),
+     "not valid YAML"),  # an unquoted ': ' in a value; the Hub's validate-yaml refuses the commit
 ])
 def test_deploy_refuses_a_readme_without_the_space_front_matter(project, capsys, readme, problem):
     (project / "README.md").write_text(readme)
@@ -129,6 +131,9 @@ def test_this_repository_is_a_deployable_space():
     assert not any(f.startswith(("tests/", ".venv/", "runs/", "cache/")) for f in files)
     assert not (ROOT / ".gitattributes").exists(), "LFS attributes belong in the Space only"
     assert front_matter((ROOT / "README.md").read_text())["sdk"] == "gradio"
+    from huggingface_hub import metadata_load  # the Hub client's reading of it, which validates the YAML too
+
+    assert metadata_load(ROOT / "README.md")["app_file"] == "app.py"
 
 
 def test_model_repo_upload_is_unchanged(project):
@@ -140,8 +145,24 @@ def test_model_repo_upload_is_unchanged(project):
     assert (upload, upload_repo) == ("upload_folder", "someone/caption-models")
     assert upload_options["folder_path"] == str(project / "weights")
     assert upload_options["allow_patterns"] == [f"{v}/*" for v in push_to_hub.VARIANTS] + [
-        "familiarity.h5", "neighbour_captions.json", "ensemble_metrics.json"]
+        "familiarity.h5", "neighbour_captions.json", "ensemble_metrics.json", "seed_runs.json"]
     assert {"**/.staging-*", "**/*.old-*"} <= set(upload_options["ignore_patterns"])
+
+
+class UnreachableHub(FakeHfApi):
+    """The Hub as seen offline: every call fails the way the client's HTTP layer does."""
+
+    def create_repo(self, repo_id, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
+
+
+def test_an_unreachable_hub_is_one_line(project, capsys):
+    assert main(["--repo", "someone/caption-models", "--weights", str(project / "weights")], api=UnreachableHub()) == 1
+    assert push_to_hub.main_space(push_to_hub.parse_args(["--space", "someone/captions"]), root=project,
+                                  api=UnreachableHub()) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and all(e.startswith("error: the upload failed, nothing was published") for e in errors)
+    assert "Name or service not known" in errors[0] and "run the command again" in errors[1]
 
 
 @pytest.mark.parametrize("argv", [[], ["--space", "no-slash"], ["--repo", "a/b", "--space", "c/d"]])

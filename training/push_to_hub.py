@@ -19,20 +19,17 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import logging
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 from captioning.bundle import ASIDE_MARK, REQUIRED_FILES, STAGING_PREFIX, TRASH_PREFIX
-from captioning.captioner import REFERENCE_FILES
-from captioning.ensemble import ENSEMBLE_METRICS_FILE
 from captioning.variants import VARIANTS
+from demo.models import REPO_ID, weights_patterns
 
 log = logging.getLogger("training.push_to_hub")
 
 ROOT = Path(__file__).resolve().parents[1]
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 # What a Space must carry to run the app, and what it must not: tracked paths matching these
 # (fnmatch on the path, or any of its folders) stay out.
@@ -99,7 +96,7 @@ that the app reads (the familiarity and consensus references, the ensemble's sco
         api = HfApi(token=token)
     api.create_repo(repo_id=repo, repo_type="model", private=private, exist_ok=True)
     commit = api.upload_folder(folder_path=str(weights), repo_id=repo, repo_type="model",
-                               allow_patterns=[f"{v}/*" for v in variants] + [*REFERENCE_FILES, ENSEMBLE_METRICS_FILE],
+                               allow_patterns=weights_patterns(variants),
                                ignore_patterns=[f"**/{STAGING_PREFIX}*", f"**/*{ASIDE_MARK}*", f"**/{TRASH_PREFIX}*"],
                                commit_message=message)
     return str(getattr(commit, "commit_url", commit))
@@ -122,19 +119,26 @@ def space_files(root: Path) -> list[str]:
     return sorted(path for path in tracked_files(root) if not excluded_from_space(path))
 
 
-def front_matter(readme: str) -> dict[str, str]:
-    """The ``key: value`` lines of a README's leading ``---`` block ({} when there is none)."""
-    lines = readme.splitlines()
-    if not lines or lines[0].strip() != "---":
+class FrontMatterError(ValueError):
+    """A README's leading ``---`` block is not valid YAML: the Hub refuses the commit that carries it."""
+
+
+def front_matter(readme: str) -> dict:
+    """A README's leading ``---`` block parsed as YAML, as the Hub parses it ({} when there is none);
+    :class:`FrontMatterError` when it is not valid YAML (an unquoted ``: `` in a value, say)."""
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK  # the Hub client's own pattern for the block
+    import yaml
+
+    block = REGEX_YAML_BLOCK.search(readme)
+    if block is None:
         return {}
-    fields = {}
-    for line in lines[1:]:
-        if line.strip() == "---":
-            return fields
-        key, sep, value = line.partition(":")
-        if sep and not line.startswith((" ", "\t")):
-            fields[key.strip()] = value.strip().strip("'\"")
-    return {}  # never closed
+    try:
+        fields = yaml.safe_load(block.group(2))
+    except yaml.YAMLError as exc:
+        raise FrontMatterError(" ".join(str(exc).split())) from None
+    if not isinstance(fields, dict):
+        raise FrontMatterError(f"a YAML mapping of 'key: value' lines, not {type(fields).__name__}")
+    return fields
 
 
 def space_problems(root: Path, files: list[str]) -> list[str]:
@@ -145,7 +149,10 @@ def space_problems(root: Path, files: list[str]) -> list[str]:
     problems += [f"{root / path}: a tracked bundle folder without this file" for path in
                  (f"weights/{v}/{name}" for v in VARIANTS for name in REQUIRED_FILES) if path not in files]
     if "README.md" in files:
-        fields = front_matter((root / "README.md").read_text(encoding="utf-8"))
+        try:
+            fields = front_matter((root / "README.md").read_text(encoding="utf-8"))
+        except FrontMatterError as exc:
+            return [*problems, f"README.md: the front matter is not valid YAML, and the Hub refuses it ({exc})"]
         problems += [f"README.md: the front matter must say '{key}: {value}' (it says {fields.get(key)!r})"
                      for key, value in SPACE_FRONT_MATTER.items() if fields.get(key) != value]
     return problems
@@ -173,14 +180,27 @@ def push_space(root: Path, space: str, files: list[str], private: bool = False, 
     return str(getattr(commit, "commit_url", commit))
 
 
+def upload_failed(exc: Exception) -> int:
+    """One line for a failed upload (the Hub unreachable, a refused commit, no token). Uploads are one
+    commit each, so nothing was half-published: the same command can simply be run again."""
+    reason = (str(exc).strip().splitlines() or [""])[0][:300]
+    print(f"error: the upload failed, nothing was published ({type(exc).__name__}: {reason}); "
+          "check the network and the token (hf auth login or HF_TOKEN), then run the command again",
+          file=sys.stderr)
+    return 1
+
+
 def main_space(args, root: Path = ROOT, api=None) -> int:
     files = space_files(root)
     problems = space_problems(root, files)
     if problems:
         print("error: nothing uploaded:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
-    url = push_space(root, args.space, files, args.private, args.token, args.message or "Deploy the captioning demo",
-                     api=api)
+    try:
+        url = push_space(root, args.space, files, args.private, args.token,
+                         args.message or "Deploy the captioning demo", api=api)
+    except Exception as exc:  # noqa: BLE001 - offline, refused, no token: one line, not the client's traceback
+        return upload_failed(exc)
     log.info("uploaded %d files to the Space %s (%s)", len(files) + 1, args.space, url)
     print(f"The Space builds and starts at https://huggingface.co/spaces/{args.space} (a few minutes).")
     return 0
@@ -196,8 +216,11 @@ def main(argv=None, api=None) -> int:
     if problems:
         print("error: nothing uploaded:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
-    url = push(weights, args.repo, args.variants, args.private, args.token,
-               args.message or "Upload caption model bundles", api=api)
+    try:
+        url = push(weights, args.repo, args.variants, args.private, args.token,
+                   args.message or "Upload caption model bundles", api=api)
+    except Exception as exc:  # noqa: BLE001 - as in main_space
+        return upload_failed(exc)
     log.info("uploaded %s from %s to https://huggingface.co/%s (%s)", ", ".join(args.variants), weights,
              args.repo, url)
     print(f"Start the demo with CAPTION_WEIGHTS_REPO={args.repo} to use these models.")
