@@ -121,12 +121,24 @@ def save_atomic(save, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _run_identity(config: DecoderConfig, train: CaptionBatches) -> dict:
-    """What a checkpoint must match to be resumed: the decoder's sizes and the training captions."""
+def _run_identity(config: DecoderConfig, train: CaptionBatches, settings: TrainSettings,
+                  embedding_matrix: np.ndarray | None = None) -> dict:
+    """What a checkpoint must match to be resumed: the decoder's sizes, the training captions, the
+    training settings but the number of epochs (a run may be resumed to go on longer) and the
+    frozen word vectors it started from."""
     digest = hashlib.sha256(np.ascontiguousarray(train.rows, dtype=np.int64).tobytes())
     for sequence in train.sequences:
         digest.update(np.asarray([len(sequence), *sequence], dtype=np.int64).tobytes())
-    return {"decoder": config.to_dict(), "train_data": digest.hexdigest()[:16]}
+    vectors = (None if embedding_matrix is None else
+               hashlib.sha256(np.ascontiguousarray(embedding_matrix, dtype=np.float32).tobytes()).hexdigest()[:16])
+    recipe = {key: value for key, value in settings.to_dict().items() if key != "epochs"}
+    return {"decoder": config.to_dict(), "train_data": digest.hexdigest()[:16], "settings": recipe,
+            "embedding": vectors}
+
+
+# What a run's identity records, as the warning names it when it differs.
+RUN_PARTS = {"decoder": "decoder sizes", "train_data": "training data", "settings": "training settings",
+             "embedding": "word vectors"}
 
 
 LAST, BEST, STATE = "last.keras", "best.weights.h5", "state.json"  # the checkpoint folder's files
@@ -171,11 +183,13 @@ def _fit(config: DecoderConfig, train: CaptionBatches, dev: CaptionBatches, sett
     last, best, state_file = checkpoint_dir / LAST, checkpoint_dir / BEST, checkpoint_dir / STATE
     keras.utils.set_random_seed(settings.seed)
 
-    identity = _run_identity(config, train)
+    identity = _run_identity(config, train, settings, embedding_matrix)
     state = json.loads(state_file.read_text()) if state_file.is_file() and last.is_file() else None
-    if state is not None and state.get("run", identity) != identity:  # checkpoints without "run" predate the check
-        log.warning("%s holds a checkpoint of a different model or training data; starting afresh", checkpoint_dir)
-        state = None
+    if state is not None and "run" in state:  # checkpoints without "run" predate the check
+        differ = [label for key, label in RUN_PARTS.items() if state["run"].get(key) != identity[key]]
+        if differ:
+            log.warning("%s holds a checkpoint of other %s; starting afresh", checkpoint_dir, ", ".join(differ))
+            state = None
     if strategy is not None:
         log.info("training with %s", distribute.describe(strategy))
         distribute.check_same_on_all_workers(strategy, {

@@ -452,6 +452,14 @@ def test_fine_tuning_finished_bundles_keeps_their_first_stage(flickr8k, tiny_wei
 
     with pytest.raises(SystemExit, match="fine-tuned already"):
         fine_tune_from(out, tmp_path / "again")
+    # Fine-tuned in place (--out the --from-bundles folder), a rerun of the same command after an
+    # interruption finds its own finished variants: skipped, not an error, and left as they are.
+    before = (out / "fasttext" / "decoder.weights.h5").read_bytes()
+    assert fine_tune_from(out, out) == 0
+    assert (out / "fasttext" / "decoder.weights.h5").read_bytes() == before
+    assert json.loads((out / "fine_tuning_summary.json").read_text())["variants"][0]["skipped"]
+    with pytest.raises(SystemExit, match="fine-tuned already"):  # other SCST settings: not this command's
+        fine_tune_from(out, out, "--scst-learning-rate", "2e-3")
     with pytest.raises(SystemExit, match="another --max-words"):
         fine_tune_from(tiny_weights, tmp_path / "other", "--max-words", "12")
 

@@ -162,9 +162,10 @@ def test_only_a_checkpoint_of_the_same_model_and_data_is_resumed(tmp_path, caplo
     small = DecoderConfig(vocab_size=12, feature_dim=8, embedding_dim=4, units=4, dropout=0.0)
     train, dev = _batches(seed=1)
 
-    def fit(config, epochs, data=(train, dev)):
+    def fit(config, epochs, data=(train, dev), **settings):
         caplog.clear()
-        model, history = fit_decoder(config, *data, TrainSettings(epochs=epochs, patience=10), checkpoints)
+        model, history = fit_decoder(config, *data, TrainSettings(epochs=epochs, patience=10, **settings),
+                                     checkpoints)
         return model, history, caplog.text
 
     _, history, log = fit(small, 1)
@@ -175,11 +176,20 @@ def test_only_a_checkpoint_of_the_same_model_and_data_is_resumed(tmp_path, caplo
 
     bigger = DecoderConfig(vocab_size=12, feature_dim=8, embedding_dim=4, units=6, dropout=0.0)
     model, history, log = fit(bigger, 3)  # other sizes: the old checkpoint cannot be used
-    assert "different model" in log and "resuming" not in log
+    assert "other decoder sizes" in log and "resuming" not in log
     assert model.get_layer(LSTM).units == 6 and len(history["loss"]) == 3
 
     _, history, log = fit(bigger, 3, data=_batches(seed=2))  # other training data: start afresh too
-    assert "different model or training data" in log and len(history["loss"]) == 3
+    assert "other training data" in log and len(history["loss"]) == 3
+
+    # other training settings (a rerun with another seed or learning rate): not the old run's epochs
+    # under the new settings' name
+    for changed in ({"seed": 7}, {"learning_rate": 0.01}, {"label_smoothing": 0.1}):
+        fit(bigger, 3, data=_batches(seed=2))  # a checkpoint of the default settings, 3 epochs
+        _, history, log = fit(bigger, 3, data=_batches(seed=2), **changed)
+        assert "other training settings" in log and "resuming" not in log, changed
+        assert len(history["loss"]) == 3
+    fit(bigger, 3, data=_batches(seed=2))
 
     # a state.json written before this check (no "run" entry) is still resumed
     state_file = checkpoints / "state.json"

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning.bundle import (LOSS_CURVE_FILE, Bundle, load_bundle, publish, restore_bundle, save_bundle,
-                               staging_path, write_json)
+from captioning.bundle import (CONFIG_FILE, LOSS_CURVE_FILE, Bundle, load_bundle, looks_complete, publish,
+                               restore_bundle, save_bundle, staging_path, write_json)
 from captioning.captioner import Captioner
 from captioning.corpus import Corpus
 from captioning.data import CaptionBatches, encode_captions
@@ -189,6 +189,9 @@ def train_variant(variant: str, run: Shared) -> dict:
     Returns the timings of each stage."""
     clock = Stopwatch()
     if run.args.from_bundles:
+        done = fine_tuned_by_this_command(variant, run)
+        if done is not None:
+            return done
         trained, embedding, cross_entropy_seconds = trained_from_bundle(variant, run)
         clock.lap("cross_entropy_seconds")
     else:
@@ -266,6 +269,24 @@ def train_decoder(variant: str, run: Shared, embedding: dict, matrix: np.ndarray
     model, history = fit_decoder(decoder, train_batches, dev_batches, settings, Path(args.runs) / variant, matrix,
                                  strategy=run.strategy)
     return Trained(model, history, decoder, settings, len(train[1]))
+
+
+def fine_tuned_by_this_command(variant: str, run: Shared) -> dict | None:
+    """With --out the --from-bundles folder, each bundle fine-tuned replaces the one it started from, so
+    a rerun after an interruption finds the first variants fine-tuned: those this command's settings
+    fine-tuned are done (their timings as the bundle recorded them), not an error. None otherwise."""
+    args = run.args
+    path = Path(args.from_bundles) / variant
+    if Path(args.out).resolve() != Path(args.from_bundles).resolve() or not looks_complete(path):
+        return None
+    recorded = json.loads((path / CONFIG_FILE).read_text()).get("fine_tuning") or {}
+    settings = scst_settings(args).to_dict()
+    if any(recorded.get(key) != value for key, value in settings.items()):
+        return None  # another fine-tuning's bundle: trained_from_bundle says why it cannot start from it
+    log.info("%s: fine-tuned already by this command (an earlier run of it), skipped", variant)
+    return {"variant": variant, "skipped": "fine-tuned already by an earlier run of this command",
+            "seconds": 0.0, "scst_seconds": 0.0, "evaluate_seconds": 0.0, "scst_epochs": settings["epochs"],
+            "scst_epoch_seconds": recorded.get("seconds", 0.0)}
 
 
 def trained_from_bundle(variant: str, run: Shared) -> tuple[Trained, dict, float]:
