@@ -276,3 +276,17 @@ def test_readme_shows_the_recorded_feature_memory_and_it_is_flat():
     captions_grown = (large["train_shards"]["stages"]["captions"]["rss_mib"]
                       - small["train_shards"]["stages"]["captions"]["rss_mib"])
     assert grown < captions_grown + 32  # MiB: the features add (almost) nothing
+
+
+def test_feature_memory_never_mixes_or_drops_other_measurements(tmp_path, capsys, flickr8k):
+    """--json on a file of another encoder (the committed record is Lite0's) or other settings: one
+    line, nothing measured, the file untouched; not its rows dropped or mixed with these."""
+    from tools.feature_memory import main
+
+    root = Path(__file__).resolve().parents[1]
+    record = tmp_path / "feature_memory.json"
+    record.write_bytes((root / "evaluation" / "feature_memory" / "feature_memory.json").read_bytes())
+    before = record.read_bytes()
+    assert main(["--json", str(record), "--scales", "2", "--data", str(flickr8k), "--work", str(tmp_path / "w")]) == 2
+    assert "another" in capsys.readouterr().err and record.read_bytes() == before
+    assert not (tmp_path / "w").exists()

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
             print(f"| {captioner.name} | {k}{mark} | {scores['BLEU-4']:.4f} | {scores['CIDEr']:.4f} | "
                   f"{scores['vocabulary_used']} | {scores['copied_from_training']:.1%} | "
                   f"{scores['mean_length']:.2f} |", flush=True)
-    print("\n| K | mean CIDEr of the three models |\n|---:|---:|")
+    print(f"\n| K | mean CIDEr of the models ({', '.join(m.name for m in ensemble.members)}) |\n|---:|---:|")
     for k in counts:
         print(f"| {k}{' *' if k == NEIGHBOURS else ''} | {np.mean(cider[k]):.4f} |")
     print("\n" + comparison_table(comparisons, label=f"beam k={args.beam_width}, {args.split}"))

@@ -266,6 +266,10 @@ def table(results: list[dict], steps: int, batch_size: int) -> str:
     return "\n".join(lines)
 
 
+# What makes measurements of one table: a --json file keeps other scales only when all of these match.
+SAME_RUN_KEYS = ("machine", "encoder", "steps", "batch_size")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child:
@@ -277,11 +281,16 @@ def main(argv=None) -> int:
         return 0
     work = Path(args.work)
     corpus = base_corpus(args)
-    saved = {"machine": machine_line(args.images), "steps": args.steps, "batch_size": args.batch_size, "results": []}
+    saved = {"machine": machine_line(args.images), "encoder": DEFAULT_ENCODER, "steps": args.steps,
+             "batch_size": args.batch_size, "results": []}
     if args.json and Path(args.json).is_file():  # other scales measured before with the same settings are kept
         before = json.loads(Path(args.json).read_text())
-        if all(before.get(key) == saved[key] for key in ("machine", "steps", "batch_size")):
-            saved["results"] = [r for r in before["results"] if r["scale"] not in args.scales]
+        differ = [key for key in SAME_RUN_KEYS if before.get(key) != saved[key]]
+        if differ:  # never drop those measurements, nor mix them with these
+            print(f"error: {args.json} holds measurements with another {', '.join(differ)} "
+                  f"({', '.join(f'{k}={before.get(k)!r}' for k in differ)}); give another --json file", file=sys.stderr)
+            return 2
+        saved["results"] = [r for r in before["results"] if r["scale"] not in args.scales]
     run = run_line()
     for scale in args.scales:
         image_folder(work, corpus.image_dir, scale)

@@ -181,7 +181,8 @@ def main(argv=None) -> int:
             print(f"Familiarity rule: photos under the cut get the unfamiliar threshold, the others {threshold}; "
                   f"margin {margin}.")
         rows = []
-        print("Tuning on the Flickr8k dev split (1000 images) and the out-of-domain photos, beam width 3.\n")
+        print(f"Tuning on the Flickr8k dev split ({len(dev_names)} images) and the out-of-domain photos, "
+              "beam width 3.\n")
         print(f"{columns} dev BLEU-4 change (learned / fasttext / word2vec) | dev CIDEr change | "
               f"OOD subject named (of {len(ood_names)} x 3) | within dev slack |")
         print("|---:|---:|---|---|---:|---|")
