@@ -96,6 +96,14 @@ def format_mean_sd(values, fmt: str = ".3f") -> str:
     return f"{mean:{fmt}}" if sd is None else f"{mean:{fmt}} ± {sd:{fmt}}"
 
 
+def format_over_runs(values, fmt: str = ".3f") -> str:
+    """format_mean_sd of one value per run (None: the run lacks it), saying n when only some of the
+    runs have one (METEOR of a run scored with --no-meteor): "0.199 ± 0.004 (n=2)"."""
+    present = [v for v in values if v is not None]
+    cell = format_mean_sd(present, fmt)
+    return cell if len(present) in (0, len(values)) else f"{cell} (n={len(present)})"
+
+
 def _seeds_cell(runs: list[dict]) -> str:
     return f"{len(runs)} (" + ", ".join(str(r["seed"]) for r in runs) + ")"
 
@@ -110,8 +118,8 @@ def seeds_rows(results: dict, settings: list[str] | None = None) -> tuple[list[s
             runs = [r for r in runs_of(results, variant) if setting in r["scores"]]
             if not runs:
                 continue
-            cells = [format_mean_sd([r["scores"][setting].get(k) for r in runs], f) for k, _, f in SCORE_COLUMNS]
-            cells += [format_mean_sd([(r.get("diversity") or {}).get(setting, {}).get(k) for r in runs], f)
+            cells = [format_over_runs([r["scores"][setting].get(k) for r in runs], f) for k, _, f in SCORE_COLUMNS]
+            cells += [format_over_runs([(r.get("diversity") or {}).get(setting, {}).get(k) for r in runs], f)
                       for k, _, f in DIVERSITY_COLUMNS]
             rows.append([variant, SETTING_LABELS.get(setting, setting), _seeds_cell(runs), *cells])
     return headers, rows
@@ -131,7 +139,7 @@ def stage_rows(results: dict, settings: list[str] | None = None) -> tuple[list[s
                 if not scored:
                     continue
                 rows.append([variant, label, SETTING_LABELS.get(setting, setting), _seeds_cell([r for r, _ in scored]),
-                             *(format_mean_sd([s.get(k) for _, s in scored], f) for k, _, f in SCORE_COLUMNS)])
+                             *(format_over_runs([s.get(k) for _, s in scored], f) for k, _, f in SCORE_COLUMNS)])
     return headers, rows
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from captioning.seed_runs import read_seed_runs, stored_comparisons
+from captioning.seed_runs import read_seed_runs, seeds_rows, stage_rows, stored_comparisons
 from training import seeds
 
 VARIANTS = ["learned", "word2vec"]  # two variants: enough for the pairwise comparison, cheaper than three
@@ -184,6 +184,49 @@ def test_the_shipped_bundle_stands_for_seed_0(recorded, work, flickr8k, capsys):
     err = capsys.readouterr().err
     assert code == 2 and trainer.calls == [] and "another recipe" in err and "decoder.units: 32 there, 16 here" in err
     assert not (work / "other.json").exists()
+
+
+def test_a_setting_merged_in_after_training_leaves_the_shipped_bundle_of_the_recipe(recorded, work, flickr8k):
+    """training.evaluate --settings consensus3 --merge adds a setting training.train cannot score: the
+    shipped bundle still stands for seed 0, and its run keeps the recipe's settings alone."""
+    shipped = work / "merged"
+    shutil.copytree(work / "runs" / "seed-0" / "learned", shipped / "learned")
+    metrics = json.loads((shipped / "learned" / "metrics.json").read_text())
+    metrics["scores"]["consensus3"] = metrics["scores"]["greedy"]
+    (shipped / "learned" / "metrics.json").write_text(json.dumps(metrics))
+    code, trainer = invoke(work, flickr8k, "--seeds", "0", "--variant", "learned", "--shipped", str(shipped),
+                           results="merged.json")
+    assert code == 0 and trainer.calls == []
+    results = read_seed_runs(work / "merged.json")
+    assert results["recipe"]["settings"] == ["greedy"] and list(results["runs"][0]["scores"]) == ["greedy"]
+
+
+def test_a_bundle_of_another_recipe_left_in_out_is_refused(recorded, work, flickr8k, capsys):
+    """A new results file, --out holding seed 1 trained with --units 32: asked for --units 16, it says so
+    in one line instead of recording that bundle as this recipe's run."""
+    code, trainer = invoke(work, flickr8k, "--seeds", "1", "--variant", "learned", results="units16.json",
+                           extra=["--units", "16"])
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and trainer.calls == [] and not (work / "units16.json").exists()
+    assert "decoder.units: 32 there, 16 here" in error and "--out" in error
+
+
+def test_a_score_some_runs_lack_is_averaged_over_the_others_with_their_n():
+    """METEOR of one seed scored with --no-meteor and one without: not one seed's value under 2 seeds."""
+    runs = [{"variant": "learned", "seed": seed, "scores": {"greedy": {"BLEU-4": 0.2, "CIDEr": 0.5, **meteor}},
+             "stages": None, "diversity": {}, "captions": {"greedy": []}}
+            for seed, meteor in ((0, {"METEOR": 0.19}), (1, {}))]
+    results = {"format": 1, "recipe": {}, "runs": runs}
+    (row,) = seeds_rows(results)[1]
+    assert row[2:6] == ["2 (0, 1)", "0.200 ± 0.000", "0.190 (n=1)", "0.500 ± 0.000"]
+    (row,) = stage_rows(results)[1]
+    assert row[3:7] == ["2 (0, 1)", "0.200 ± 0.000", "0.190 (n=1)", "0.500 ± 0.000"]
+
+
+def test_refresh_without_recorded_runs_is_refused(work, flickr8k, capsys):
+    code, _ = invoke(work, flickr8k, "--refresh", results="absent.json")
+    assert code == 2 and not (work / "absent.json").exists()
+    assert "nothing to refresh" in capsys.readouterr().err
 
 
 def test_options_it_sets_itself_are_refused(work, flickr8k):

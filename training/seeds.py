@@ -16,12 +16,13 @@ the comparison of every pair of variants by a bootstrap over test images and see
 every run.
 
 Resumable: an interrupted multi-seed run continues where it stopped when run again (runs
-already recorded are skipped; a bundle trained but not yet recorded is recorded without training;
+already recorded are skipped; a bundle trained but not yet recorded is recorded without training,
+unless another recipe trained it (refused, naming what differs);
 training.train resumes an interrupted training from its checkpoints), so the runs can be spread
 over time.  Each run's recipe (decoder sizes, vocabulary, training and fine-tuning settings,
-data, decoding settings) is checked against the file's before anything is trained: one results
-file never mixes recipes.  The report (``python -m training.report``) and the demo's About tab
-read the file (captioning.seed_runs).
+data, the decoding settings training.train scores) is checked against the file's before anything
+is trained: one results file never mixes recipes.  The report (``python -m training.report``) and
+the demo's About tab read the file (captioning.seed_runs).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from captioning.variants import VARIANTS
 from captioning.vocab import N_SPECIAL, max_length_for
 
 from .common import corpus_from_args, read_training_summary, setup_logging
+from .evaluate import PLAIN_SETTINGS
 from .train import limit_corpus, parse_args as train_parse_args, scst_settings, train_settings
 from .train import main as train_main
 
@@ -116,7 +118,7 @@ def expected_recipe(targs: argparse.Namespace, corpus: Corpus) -> dict:
             "vocab_min_count": targs.min_count, "training": {k: training[k] for k in TRAIN_KEYS},
             "fine_tuning": {k: scst[k] for k in SCST_KEYS} if targs.scst_epochs > 0 else None,
             "data": {f"{s}_images": len(corpus.split(s)) for s in ("train", "dev", "test")},
-            "settings": sorted(targs.settings)}
+            "settings": recipe_settings(targs.settings)}
 
 
 def recipe_of(config: dict, metrics: dict) -> dict:
@@ -129,7 +131,14 @@ def recipe_of(config: dict, metrics: dict) -> dict:
             "training": training_recipe(config["training"]),
             "fine_tuning": None if fine_tuning is None else {
                 "method": fine_tuning.get("method"), **{k: fine_tuning.get(k) for k in SCST_KEYS}},
-            "data": dict(config["data"]), "settings": sorted(metrics["scores"])}
+            "data": dict(config["data"]), "settings": recipe_settings(metrics["scores"])}
+
+
+def recipe_settings(settings) -> list[str]:
+    """The decoding settings that are part of a recipe: those training.train scores (PLAIN_SETTINGS).
+    One added to a bundle afterwards (``training.evaluate --settings consensus3 --merge``) is not how
+    it was trained, no other seed would have it, and the seed tables compare greedy and beam k=3."""
+    return sorted(s for s in settings if s in PLAIN_SETTINGS)
 
 
 def training_recipe(recorded: dict) -> dict:
@@ -254,7 +263,8 @@ def record_run(results: dict, bundle: Path, variant: str, seed: int, shipped: bo
     run = {"variant": variant, "seed": seed, "bundle": str(bundle), "shipped_bundle": shipped,
            "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "trained": config.get("created"), "shipped_stage": config.get("shipped_stage", "cross_entropy"),
-           "scores": metrics["scores"], "stages": metrics.get("stages"),
+           "scores": {s: metrics["scores"][s] for s in recipe["settings"]},  # not one merged in later
+           "stages": metrics.get("stages"),
            "training": {k: config["training"].get(k) for k in ("epochs_run", "best_epoch", "best_val_loss")},
            "fine_tuning": None if fine_tuning is None else {k: fine_tuning.get(k) for k in ("best_epoch", "dev_cider")},
            "seconds": {"cross_entropy": config["training"].get("seconds"),
@@ -298,28 +308,57 @@ def pending(args, results: dict | None) -> list[tuple[int, str]]:
     return [(seed, v) for seed in args.seeds for v in args.variant if (v, seed) not in done]
 
 
+def is_shipped(args, seed: int) -> bool:
+    return seed == 0 and not args.no_shipped
+
+
+def bundle_of(args, seed: int, variant: str) -> Path:
+    """Where a run's bundle is: the shipped one for seed 0 (unless --no-shipped), else <out>/seed-S/<variant>."""
+    return Path(args.shipped) / variant if is_shipped(args, seed) else Path(args.out) / f"seed-{seed}" / variant
+
+
 def check_before_training(args, todo, results: dict | None, targs_of, corpus: Corpus, results_path: Path) -> None:
-    """Refuse, before anything is trained, options or a shipped bundle of another recipe."""
+    """Refuse, before anything is trained, options, a shipped bundle or a bundle left in --out of
+    another recipe."""
     for seed, variant in todo:
         expected = expected_recipe(targs_of(variant, seed), corpus)
         if results and results.get("recipe"):
             refuse_mix("these training options differ from the recorded runs'",
                        differences(results["recipe"], expected, partial=True), results_path)
-        if seed == 0 and not args.no_shipped:
-            bundle = Path(args.shipped) / variant
-            if not (bundle / CONFIG_FILE).is_file():
-                raise SeedsError(f"no shipped bundle at {bundle} for seed 0: give --shipped DIR, or --no-shipped "
-                                 "to train seed 0 too")
-            config, metrics = _read(bundle / CONFIG_FILE), _read(bundle / METRICS_FILE)
-            if config["training"].get("seed") != 0:
-                raise SeedsError(f"{bundle} was trained with seed {config['training'].get('seed')}, not 0: it cannot "
-                                 "stand for seed 0")
-            refuse_mix(f"the shipped bundle {bundle} was trained with another recipe than these options",
-                       differences(recipe_of(config, metrics), expected, partial=True), results_path)
+        bundle = bundle_of(args, seed, variant)
+        if is_shipped(args, seed):
+            check_shipped(bundle, expected, results_path)
+        else:
+            refuse_left_bundle(bundle, seed, expected)
+
+
+def check_shipped(bundle: Path, expected: dict, results_path: Path) -> None:
+    """The shipped bundle can stand for seed 0: it is there, of seed 0 and of this recipe."""
+    if not (bundle / CONFIG_FILE).is_file():
+        raise SeedsError(f"no shipped bundle at {bundle} for seed 0: give --shipped DIR, or --no-shipped "
+                         "to train seed 0 too")
+    config, metrics = _read(bundle / CONFIG_FILE), _read(bundle / METRICS_FILE)
+    if config["training"].get("seed") != 0:
+        raise SeedsError(f"{bundle} was trained with seed {config['training'].get('seed')}, not 0: it cannot "
+                         "stand for seed 0")
+    refuse_mix(f"the shipped bundle {bundle} was trained with another recipe than these options",
+               differences(recipe_of(config, metrics), expected, partial=True), results_path)
+
+
+def refuse_left_bundle(bundle: Path, seed: int, expected: dict) -> None:
+    """A finished bundle of this seed left in --out by other options is not this recipe's run."""
+    if not bundle_done(bundle, seed):
+        return
+    found = differences(recipe_of(_read(bundle / CONFIG_FILE), _read(bundle / METRICS_FILE)), expected, partial=True)
+    if found:
+        raise SeedsError(f"{bundle} holds a seed-{seed} run of another recipe ({'; '.join(found)}): give another "
+                         "--out, or remove that folder to train this recipe there")
 
 
 def run_seeds(args) -> int:
     results_path = Path(args.results)
+    if not args.seeds and not (read_seed_runs(results_path) or {}).get("runs"):
+        raise SeedsError(f"nothing to refresh: {results_path} holds no recorded runs (give --seeds to train some)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".seeds.lock", "w") as lock:
@@ -354,8 +393,7 @@ def record_seeds(args, results_path: Path, out: Path) -> int:
     log.info("%d run(s) to record in %s: %s", len(todo), results_path,
              ", ".join(f"{v} seed {s}" for s, v in todo) or "none")
     for seed, variant in todo:
-        shipped = seed == 0 and not args.no_shipped
-        bundle = Path(args.shipped) / variant if shipped else out / f"seed-{seed}" / variant
+        shipped, bundle = is_shipped(args, seed), bundle_of(args, seed, variant)
         if shipped:
             log.info("%s seed 0: the shipped bundle %s", variant, bundle)
         elif bundle_done(bundle, seed):
