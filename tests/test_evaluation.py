@@ -212,7 +212,7 @@ def test_merged_scores_keep_the_other_settings_and_fields(tmp_path):
     assert merged["scores"] == {"greedy": {"CIDEr": 0.4}, "beam3": {"CIDEr": 0.5}, "consensus3": {"CIDEr": 0.6}}
     assert merged["date"] == "2026-11-27" and merged["stages"] == old["stages"]
     assert set(json.loads(samples_path.read_text())) == {"greedy", "beam3", "consensus3"}
-    with pytest.raises(ValueError, match="scores the test split, not dev"):
+    with pytest.raises(ValueError, match="scores split test, this run split dev"):
         write_scores(metrics_path, samples_path, {**new, "split": "dev"}, {}, merge=True)
     write_scores(metrics_path, samples_path, new, {"consensus3": {}})  # without merge: replaced
     assert json.loads(metrics_path.read_text()) == new

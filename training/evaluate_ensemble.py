@@ -8,26 +8,28 @@ next-word log-probabilities; it is scored exactly as ``training.evaluate`` score
 ``<weights>/ensemble_metrics.json`` (a bundle's metrics.json, plus the member names) and
 ``<weights>/ensemble_samples.json`` (every generated caption).  Another split's go beside them as
 ``ensemble_<split>_metrics.json`` and ``ensemble_<split>_samples.json``: the test split's files are
-the ones the app and ``training.report`` read, and a dev run must not replace them.
+the ones the app and ``training.report`` read, and a dev run must not replace them.  ``--merge``
+adds the named settings' scores to the file already there, and refuses (before decoding) when that
+file scores another split, another number of images or other members.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from captioning.ensemble import ENSEMBLE_METRICS_FILE, ENSEMBLE_SAMPLES_FILE, Ensemble
 from captioning.variants import VARIANTS
 
 from .common import add_data_arguments, corpus_from_args, features_for, setup_logging
-from .evaluate import DECODING_SETTINGS, available_settings, evaluate_captioner, write_scores
+from .evaluate import DECODING_SETTINGS, available_settings, evaluate_captioner, run_refusal, split_paths, write_scores
 
 
 def output_paths(weights: Path, split: str) -> tuple[Path, Path]:
-    """(metrics file, samples file) for the ensemble's scores on ``split``."""
-    if split == "test":
-        return weights / ENSEMBLE_METRICS_FILE, weights / ENSEMBLE_SAMPLES_FILE
-    return weights / f"ensemble_{split}_metrics.json", weights / f"ensemble_{split}_samples.json"
+    """(metrics file, samples file) for the ensemble's scores on ``split`` (ENSEMBLE_METRICS_FILE and
+    ENSEMBLE_SAMPLES_FILE for the test split; see training.evaluate.split_paths)."""
+    return split_paths(weights / ENSEMBLE_METRICS_FILE, weights / ENSEMBLE_SAMPLES_FILE, split)
 
 
 def main(argv=None) -> int:
@@ -46,11 +48,16 @@ def main(argv=None) -> int:
     weights = Path(args.weights)
     corpus = corpus_from_args(args)
     ensemble = Ensemble.load([weights / name for name in args.models])  # one encoder, the bundles' own
-    features, index = features_for(corpus, ensemble.encoder, args.cache_dir, corpus.split(args.split))
     settings = args.settings or available_settings(ensemble)
-    metrics, samples = evaluate_captioner(ensemble, corpus, features, index, args.split, settings)
-    metrics["members"] = list(args.models)
     metrics_path, samples_path = output_paths(weights, args.split)
+    record = {"split": args.split, "images": len(corpus.split(args.split)), "members": list(args.models)}
+    problem = run_refusal(ensemble, settings, weights, metrics_path, record, args.merge)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    features, index = features_for(corpus, ensemble.encoder, args.cache_dir, corpus.split(args.split))
+    metrics, samples = evaluate_captioner(ensemble, corpus, features, index, args.split, settings)
+    metrics["members"] = record["members"]
     write_scores(metrics_path, samples_path, metrics, samples, merge=args.merge)
     print(f"wrote {metrics_path} and {samples_path}")
     return 0
