@@ -142,3 +142,14 @@ def client(server):
 def tiny_bundle_copy(tiny_weights, tmp_path) -> Path:
     """A private copy of the tiny word2vec bundle, free to break."""
     return Path(shutil.copytree(tiny_weights / "word2vec", tmp_path / "word2vec"))
+
+
+def small_split_files(flickr8k: Path, folder: Path, sizes=(12, 4, 8)) -> list[str]:
+    """A small train/dev/test split (the first images of Flickr8k's own splits), as split files."""
+    text = flickr8k / "Flickr8k_text"
+    paths = []
+    for name, size in zip(("trainImages", "devImages", "testImages"), sizes):
+        path = folder / f"{name}.txt"
+        path.write_text("\n".join((text / f"Flickr_8k.{name}.txt").read_text().split()[:size]) + "\n")
+        paths.append(str(path))
+    return paths

@@ -11,18 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import small_split_files
 from training.evaluate import write_scores
-
-
-def _split_files(flickr8k: Path, folder: Path, sizes=(12, 4, 6)) -> list[str]:
-    """A small train/dev/test split (the first images of Flickr8k's own splits), as split files."""
-    text = flickr8k / "Flickr8k_text"
-    paths = []
-    for name, size in zip(("trainImages", "devImages", "testImages"), sizes):
-        path = folder / f"{name}.txt"
-        path.write_text("\n".join((text / f"Flickr_8k.{name}.txt").read_text().split()[:size]) + "\n")
-        paths.append(str(path))
-    return paths
 
 
 @pytest.fixture
@@ -38,7 +28,7 @@ def data_args(flickr8k, tiny_weights, tmp_path, encoder, monkeypatch) -> list[st
             return Captioner.load(path, encoder=encoder)
 
     monkeypatch.setattr(training.evaluate, "Captioner", SharedEncoder)
-    return ["--data", str(flickr8k), "--split-files", *_split_files(flickr8k, tmp_path),
+    return ["--data", str(flickr8k), "--split-files", *small_split_files(flickr8k, tmp_path, sizes=(12, 4, 6)),
             "--cache-dir", str(tiny_weights.parent / "cache")]
 
 

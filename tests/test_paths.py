@@ -13,19 +13,9 @@ import numpy as np
 import pytest
 
 from captioning.variants import VARIANTS
+from conftest import small_split_files
 from demo.models import MODELS
 
-
-
-def _split_files(flickr8k: Path, folder: Path, sizes=(12, 4, 8)) -> list[str]:
-    """A small train/dev/test split (the first images of Flickr8k's own splits), as split files."""
-    text = flickr8k / "Flickr8k_text"
-    paths = []
-    for name, size in zip(("trainImages", "devImages", "testImages"), sizes):
-        path = folder / f"{name}.txt"
-        path.write_text("\n".join((text / f"Flickr_8k.{name}.txt").read_text().split()[:size]) + "\n")
-        paths.append(str(path))
-    return paths
 
 
 # -- training.evaluate ------------------------------------------------------------------------------
@@ -33,7 +23,7 @@ def test_evaluate_rewrites_metrics_and_samples_of_a_bundle(tiny_bundle_copy, fli
     from captioning import Captioner
     from training.evaluate import main as evaluate_main
 
-    splits = _split_files(flickr8k, tmp_path)
+    splits = small_split_files(flickr8k, tmp_path)
     test_images = Path(splits[2]).read_text().split()
     before = json.loads((tiny_bundle_copy / "metrics.json").read_text())
     code = evaluate_main(["--model", str(tiny_bundle_copy), "--data", str(flickr8k), "--split-files", *splits,
@@ -63,7 +53,7 @@ def test_training_with_a_vectors_file_gives_a_bundle_that_loads(flickr8k, tmp_pa
     from captioning.corpus import load_corpus
     from training.train import main as train_main
 
-    splits = _split_files(flickr8k, tmp_path)
+    splits = small_split_files(flickr8k, tmp_path)
     corpus = load_corpus(flickr8k, split_files=dict(zip(("train", "dev", "test"), splits)))
     words = sorted({w for c in corpus.split_captions("train") for w in c.split()})
     rng = np.random.default_rng(0)
