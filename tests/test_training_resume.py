@@ -185,11 +185,11 @@ def test_only_a_checkpoint_of_the_same_model_and_data_is_resumed(tmp_path, caplo
     # other training settings (a rerun with another seed or learning rate): not the old run's epochs
     # under the new settings' name
     for changed in ({"seed": 7}, {"learning_rate": 0.01}, {"label_smoothing": 0.1}):
-        fit(bigger, 3, data=_batches(seed=2))  # a checkpoint of the default settings, 3 epochs
-        _, history, log = fit(bigger, 3, data=_batches(seed=2), **changed)
+        fit(bigger, 1, data=_batches(seed=2))  # a checkpoint of the default settings
+        _, history, log = fit(bigger, 1, data=_batches(seed=2), **changed)
         assert "other training settings" in log and "resuming" not in log, changed
-        assert len(history["loss"]) == 3
-    fit(bigger, 3, data=_batches(seed=2))
+        assert len(history["loss"]) == 1
+    fit(bigger, 3, data=_batches(seed=2))  # afresh (the last checkpoint is label smoothing's): 3 epochs
 
     # a state.json written before this check (no "run" entry) is still resumed
     state_file = checkpoints / "state.json"
