@@ -21,9 +21,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from captioning import ImageError
+from captioning.images import READABLE_NAMES
+from captioning.settings import MAX_BEAM_WIDTH
 
 from .admission import Busy
-from .models import DEFAULT_BEAM_WIDTH, VARIANTS, ModelSet, SettingsError
+from .models import DEFAULT_BEAM_WIDTH, METHODS, VARIANTS, ModelSet, SettingsError
 from .uploads import MAX_UPLOAD_BYTES, too_big_message
 
 log = logging.getLogger("demo")
@@ -36,8 +38,8 @@ SETTING_FIELDS = FORM_FIELDS[1:]  # plain text fields
 UPLOAD_SECONDS = 30
 # What the multipart parser's refusals mean for this route's one file and three short fields.
 FORM_PROBLEMS = {
-    "Too many files": "send one file, the photo, in the field 'image'; method, beam_width and max_length "
-                      "are plain text fields",
+    "Too many files": f"send one file, the photo, in the field 'image'; {', '.join(SETTING_FIELDS)} are plain "
+                      "text fields",
     "Too many fields": f"too many form fields; expected {', '.join(FORM_FIELDS)}",
 }
 FORM_PROBLEMS["Part exceeded maximum size"] = FORM_PROBLEMS["Field exceeded maximum size"] = (
@@ -48,9 +50,10 @@ CAPTION_BODY = {  # the form, for /api/docs (the route reads the request itself,
     "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["image"],
         "properties": {
-            "image": {"type": "string", "format": "binary", "description": "the photo (JPEG, PNG, ...; at most 10 MB)"},
-            "method": {"type": "string", "enum": ["greedy", "beam", "consensus", "guided"], "default": "greedy"},
-            "beam_width": {"type": "integer", "minimum": 1, "maximum": 10, "default": DEFAULT_BEAM_WIDTH},
+            "image": {"type": "string", "format": "binary",
+                      "description": f"the photo ({READABLE_NAMES}; at most {MAX_UPLOAD_BYTES // 2**20} MB)"},
+            "method": {"type": "string", "enum": list(METHODS), "default": "greedy"},
+            "beam_width": {"type": "integer", "minimum": 1, "maximum": MAX_BEAM_WIDTH, "default": DEFAULT_BEAM_WIDTH},
             "max_length": {"type": "integer", "minimum": 1, "description": "longest caption in words "
                                                                            "(default: the models' limit)"},
         }}}},
