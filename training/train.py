@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning.bundle import (CONFIG_FILE, LOSS_CURVE_FILE, Bundle, load_bundle, looks_complete, publish,
+from captioning.bundle import (LOSS_CURVE_FILE, Bundle, BundleError, check_bundle_files, load_bundle, publish,
                                restore_bundle, save_bundle, staging_path, write_json)
 from captioning.captioner import Captioner
 from captioning.corpus import Corpus
@@ -277,9 +277,13 @@ def fine_tuned_by_this_command(variant: str, run: Shared) -> dict | None:
     fine-tuned are done (their timings as the bundle recorded them), not an error. None otherwise."""
     args = run.args
     path = Path(args.from_bundles) / variant
-    if Path(args.out).resolve() != Path(args.from_bundles).resolve() or not looks_complete(path):
+    if Path(args.out).resolve() != Path(args.from_bundles).resolve():
         return None
-    recorded = json.loads((path / CONFIG_FILE).read_text()).get("fine_tuning") or {}
+    try:
+        config = check_bundle_files(path)[0]
+    except BundleError:  # not a complete bundle: trained_from_bundle says what is wrong with it
+        return None
+    recorded = config.get("fine_tuning") or {}
     settings = scst_settings(args).to_dict()
     if any(recorded.get(key) != value for key, value in settings.items()):
         return None  # another fine-tuning's bundle: trained_from_bundle says why it cannot start from it
